@@ -1,0 +1,27 @@
+//! Pure, I/O-free logic shared by dynakv nodes, clients and tests.
+//!
+//! Nothing here does I/O, spawns tasks or reads the clock: callers pass `now` in.
+//! That keeps the heart of the store — placement, versions, quorum arithmetic and
+//! the wire format — testable with plain unit and property tests.
+//!
+//! - [`ring`]: the partition ring (Riak-style Q fixed partitions), preference lists
+//!   of N distinct nodes, fallbacks, and how partitions move when members change.
+//! - [`version`]: dotted version vector sets (DVV sets) on `crdts::VClock`/`crdts::Dot`:
+//!   siblings, causal contexts, the coordinator's update and the replica sync rule.
+//! - [`quorum`]: R/W parsing and validation, and a tracker that counts replica answers.
+//! - [`wire`]: the request/response messages nodes and clients exchange.
+//! - [`codec`]: length-prefixed postcard frames with a size limit.
+//! - [`limits`]: key, value and frame size limits.
+//! - [`error`]: the error type of this crate.
+
+pub mod codec;
+pub mod error;
+pub mod limits;
+pub mod quorum;
+pub mod ring;
+pub mod version;
+pub mod wire;
+
+pub use error::Error;
+pub use ring::{NodeId, Ring};
+pub use version::{Actor, Clock, Versioned};

@@ -1,0 +1,266 @@
+//! Versions: dotted version vector sets (DVV sets) built on `crdts::VClock` and `crdts::Dot`.
+//!
+//! Implements the causality tracking of Almeida et al., "Scalable and Accurate Causality
+//! Tracking for Eventually Consistent Stores" (DAIS 2014), the scheme behind Riak 2.0's
+//! DVV sets. A key's state ([`Versioned`]) is a causal context — a [`Clock`] of everything
+//! this replica has seen — and a list of [`Sibling`]s, each a value (or a tombstone)
+//! tagged with the [`crdts::Dot`] that minted it.
+//!
+//! - [`Versioned::update`] is the coordinator's write (paper §5, `update`): mint a fresh
+//!   dot `(actor, 1 + max(local, context)[actor])`, drop the siblings the client's context
+//!   covers (the client saw them and replaces them), add the new sibling.
+//! - [`Versioned::merge`] is the replica sync rule (paper §5, `sync`): a sibling survives
+//!   unless the other side's clock covers its dot *and* the other side no longer holds
+//!   it; the clocks are unioned. Merge is commutative, associative and idempotent.
+//!
+//! Why not plain vector clocks per server, or `crdts::MVReg`: both lose a value when two
+//! clients write from the same context through the same coordinator.
+//!
+//! Actors are not bare node ids: an [`Actor`] is a node id plus an epoch chosen when the
+//! node's data directory is created, so a node whose disk was wiped never re-mints dots
+//! that other replicas have already seen (and would silently discard).
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use base64::Engine;
+use crdts::{CvRDT, Dot, VClock};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Who minted a dot: `<node id>.<epoch>`; the epoch changes when a node starts on an empty disk.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Actor(pub String);
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A causal context: how many writes of each actor a state (or a client) has seen.
+pub type Clock = VClock<Actor>;
+
+/// One concurrent version of a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sibling {
+    /// The event that wrote this sibling; unique across the cluster.
+    pub dot: Dot<Actor>,
+    /// The value, or `None` for a delete (a tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Coordinator wall-clock time of the write, milliseconds since the Unix epoch.
+    /// Informational (and the tie-breaker of the opt-in last-writer-wins policy).
+    pub written_at_ms: u64,
+}
+
+impl Sibling {
+    /// Whether this sibling is a delete marker.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// How two states relate causally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Causality {
+    /// The left state has seen strictly less than the right.
+    Before,
+    /// The left state has seen strictly more than the right.
+    After,
+    /// Both have seen the same events.
+    Equal,
+    /// Each has seen something the other has not.
+    Concurrent,
+}
+
+/// A key's replicated state: causal context plus siblings (a DVV set).
+///
+/// Invariants: siblings are sorted by dot and unique by dot; the clock covers every
+/// sibling's dot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Versioned {
+    clock: Clock,
+    siblings: Vec<Sibling>,
+}
+
+fn covers(clock: &Clock, dot: &Dot<Actor>) -> bool {
+    clock.get(&dot.actor) >= dot.counter
+}
+
+fn dot_key(dot: &Dot<Actor>) -> (&Actor, u64) {
+    (&dot.actor, dot.counter)
+}
+
+impl Versioned {
+    /// The empty state: nothing seen, no siblings.
+    pub fn new() -> Versioned {
+        Versioned::default()
+    }
+
+    /// Everything this state has seen; the context a read hands to the client.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// All siblings, tombstones included, sorted by dot.
+    pub fn siblings(&self) -> &[Sibling] {
+        &self.siblings
+    }
+
+    /// The values of the live (non-tombstone) siblings, sorted by dot.
+    pub fn live_values(&self) -> Vec<&[u8]> {
+        self.siblings
+            .iter()
+            .filter_map(|s| s.value.as_deref())
+            .collect()
+    }
+
+    /// Whether any sibling is a value rather than a tombstone.
+    pub fn has_live(&self) -> bool {
+        self.siblings.iter().any(|s| s.value.is_some())
+    }
+
+    /// The coordinator's write (DVV paper §5 `update`).
+    ///
+    /// `context` is the clock the client last read (empty for a blind write), `actor` the
+    /// coordinator's actor, `value` the new value or `None` to delete. Returns the new dot.
+    pub fn update(
+        &mut self,
+        context: &Clock,
+        actor: &Actor,
+        value: Option<Vec<u8>>,
+        now_ms: u64,
+    ) -> Dot<Actor> {
+        let counter = 1 + self.clock.get(actor).max(context.get(actor));
+        let dot = Dot::new(actor.clone(), counter);
+        self.siblings.retain(|s| !covers(context, &s.dot));
+        self.clock.merge(context.clone());
+        self.clock.merge(VClock::from(dot.clone()));
+        let sibling = Sibling {
+            dot: dot.clone(),
+            value,
+            written_at_ms: now_ms,
+        };
+        let at = self
+            .siblings
+            .binary_search_by(|s| dot_key(&s.dot).cmp(&dot_key(&dot)))
+            .unwrap_or_else(|i| i);
+        self.siblings.insert(at, sibling);
+        dot
+    }
+
+    /// Replica sync (DVV paper §5 `sync`): keep a sibling unless the other side has seen
+    /// its dot and dropped it; union the clocks.
+    pub fn merge(&mut self, other: &Versioned) {
+        let mut merged: Vec<Sibling> = Vec::with_capacity(self.siblings.len() + other.siblings.len());
+        let (mut a, mut b) = (self.siblings.iter().peekable(), other.siblings.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => {
+                    let x = a.next().expect("peeked");
+                    (!covers(&other.clock, &x.dot)).then(|| x.clone())
+                }
+                (None, Some(_)) => {
+                    let y = b.next().expect("peeked");
+                    (!covers(&self.clock, &y.dot)).then(|| y.clone())
+                }
+                (Some(x), Some(y)) => match dot_key(&x.dot).cmp(&dot_key(&y.dot)) {
+                    Ordering::Equal => {
+                        b.next();
+                        Some(a.next().expect("peeked").clone())
+                    }
+                    Ordering::Less => {
+                        let x = a.next().expect("peeked");
+                        (!covers(&other.clock, &x.dot)).then(|| x.clone())
+                    }
+                    Ordering::Greater => {
+                        let y = b.next().expect("peeked");
+                        (!covers(&self.clock, &y.dot)).then(|| y.clone())
+                    }
+                },
+            };
+            merged.extend(next);
+        }
+        self.siblings = merged;
+        self.clock.merge(other.clock.clone());
+    }
+
+    /// The merge of two states, leaving both untouched.
+    pub fn merged(&self, other: &Versioned) -> Versioned {
+        let mut out = self.clone();
+        out.merge(other);
+        out
+    }
+
+    /// How this state relates to `other`, by what each has seen (its clock).
+    pub fn compare(&self, other: &Versioned) -> Causality {
+        match self.clock.partial_cmp(&other.clock) {
+            Some(Ordering::Less) => Causality::Before,
+            Some(Ordering::Greater) => Causality::After,
+            Some(Ordering::Equal) => Causality::Equal,
+            None => Causality::Concurrent,
+        }
+    }
+
+    /// Keeps only the newest sibling by `(written_at_ms, dot)`: the opt-in
+    /// last-writer-wins policy. Loses concurrent writes by design.
+    pub fn resolve_last_writer_wins(&mut self) {
+        if let Some(winner) = self
+            .siblings
+            .iter()
+            .max_by(|x, y| {
+                (x.written_at_ms, dot_key(&x.dot)).cmp(&(y.written_at_ms, dot_key(&y.dot)))
+            })
+            .cloned()
+        {
+            self.siblings = vec![winner];
+        }
+    }
+
+    /// A 128-bit digest of the state (clock and sibling dots), equal on replicas that
+    /// hold the same version; used to compare replicas without shipping values.
+    pub fn digest(&self) -> u128 {
+        let mut bytes = Vec::new();
+        for dot in self.clock.iter() {
+            bytes.extend_from_slice(dot.actor.0.as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(&dot.counter.to_le_bytes());
+        }
+        bytes.push(0xff);
+        for s in &self.siblings {
+            bytes.extend_from_slice(s.dot.actor.0.as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(&s.dot.counter.to_le_bytes());
+            bytes.push(u8::from(s.value.is_some()));
+        }
+        xxhash_rust::xxh3::xxh3_128(&bytes)
+    }
+}
+
+/// Encodes a context as the opaque token clients pass back: postcard, then URL-safe base64.
+pub fn encode_context(clock: &Clock) -> String {
+    let bytes = postcard::to_stdvec(clock).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes a context token; the empty string is the empty context.
+pub fn decode_context(token: &str) -> Result<Clock, Error> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Ok(Clock::new());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|e| Error::InvalidContext {
+            reason: format!("not base64: {e}"),
+        })?;
+    postcard::from_bytes(&bytes).map_err(|e| Error::InvalidContext {
+        reason: format!("not a clock: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,261 @@
+//! Known answers from the DVV-set paper, the sibling scenarios, and property
+//! tests of the merge laws over states reached by random histories of writes and syncs.
+
+use super::*;
+use proptest::prelude::*;
+
+fn actor(name: &str) -> Actor {
+    Actor(name.to_string())
+}
+
+fn clock(entries: &[(&str, u64)]) -> Clock {
+    entries
+        .iter()
+        .map(|(a, c)| Dot::new(actor(a), *c))
+        .collect()
+}
+
+fn values(v: &Versioned) -> Vec<(String, u64, Vec<u8>)> {
+    v.siblings()
+        .iter()
+        .map(|s| {
+            (
+                s.dot.actor.0.clone(),
+                s.dot.counter,
+                s.value.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn sib(a: &str, c: u64, v: &str) -> (String, u64, Vec<u8>) {
+    (a.to_string(), c, v.as_bytes().to_vec())
+}
+
+#[test]
+fn paper_running_example_through_one_node() {
+    let a = actor("a");
+    let mut state = Versioned::new();
+    // Mary writes v1 with no context.
+    state.update(&Clock::new(), &a, Some(b"v1".to_vec()), 1);
+    assert_eq!(values(&state), vec![sib("a", 1, "v1")]);
+    assert_eq!(state.clock(), &clock(&[("a", 1)]));
+    // Peter reads: context {a:1}.
+    let peter_ctx = state.clock().clone();
+    // Mary writes v2 with no context: a sibling, not an overwrite.
+    state.update(&Clock::new(), &a, Some(b"v2".to_vec()), 2);
+    assert_eq!(values(&state), vec![sib("a", 1, "v1"), sib("a", 2, "v2")]);
+    assert_eq!(state.clock(), &clock(&[("a", 2)]));
+    // Peter writes v3 with context {a:1}: v1 is covered and dropped, v2 is not.
+    state.update(&peter_ctx, &a, Some(b"v3".to_vec()), 3);
+    assert_eq!(values(&state), vec![sib("a", 2, "v2"), sib("a", 3, "v3")]);
+    assert_eq!(state.clock(), &clock(&[("a", 3)]));
+}
+
+#[test]
+fn paper_example_through_two_coordinators_syncs_in_either_order() {
+    let mut base = Versioned::new();
+    base.update(&Clock::new(), &actor("a"), Some(b"v1".to_vec()), 1);
+    base.update(&Clock::new(), &actor("a"), Some(b"v2".to_vec()), 2);
+    let ctx = base.clock().clone();
+    assert_eq!(ctx, clock(&[("a", 2)]));
+
+    let mut at_b = base.clone();
+    at_b.update(&ctx, &actor("b"), Some(b"vb".to_vec()), 3);
+    let mut at_c = base.clone();
+    at_c.update(&ctx, &actor("c"), Some(b"vc".to_vec()), 3);
+
+    let bc = at_b.merged(&at_c);
+    let cb = at_c.merged(&at_b);
+    assert_eq!(bc, cb);
+    assert_eq!(values(&bc), vec![sib("b", 1, "vb"), sib("c", 1, "vc")]);
+    assert_eq!(bc.clock(), &clock(&[("a", 2), ("b", 1), ("c", 1)]));
+    assert_eq!(bc.compare(&at_b), Causality::After);
+    assert_eq!(at_b.compare(&at_c), Causality::Concurrent);
+    assert_eq!(at_b.compare(&bc), Causality::Before);
+    assert_eq!(bc.compare(&cb), Causality::Equal);
+}
+
+#[test]
+fn two_writes_from_one_context_through_one_coordinator_are_both_kept() {
+    let a = actor("a");
+    let mut state = Versioned::new();
+    state.update(&Clock::new(), &a, Some(b"start".to_vec()), 1);
+    let ctx = state.clock().clone();
+    state.update(&ctx, &a, Some(b"alice".to_vec()), 2);
+    state.update(&ctx, &a, Some(b"bob".to_vec()), 3);
+    assert_eq!(state.live_values(), vec![&b"alice"[..], &b"bob"[..]]);
+    // A write carrying the context of that read replaces both.
+    let ctx = state.clock().clone();
+    state.update(&ctx, &a, Some(b"merged".to_vec()), 4);
+    assert_eq!(state.live_values(), vec![&b"merged"[..]]);
+}
+
+#[test]
+fn sequential_writes_with_returned_context_keep_one_value() {
+    let a = actor("a");
+    let mut state = Versioned::new();
+    let mut ctx = Clock::new();
+    for i in 0..100u32 {
+        state.update(&ctx, &a, Some(i.to_be_bytes().to_vec()), u64::from(i));
+        ctx = state.clock().clone();
+        assert_eq!(state.siblings().len(), 1);
+    }
+    assert_eq!(state.live_values(), vec![&99u32.to_be_bytes()[..]]);
+}
+
+#[test]
+fn delete_leaves_a_tombstone_that_wins_over_what_it_saw() {
+    let a = actor("a");
+    let mut replica1 = Versioned::new();
+    replica1.update(&Clock::new(), &a, Some(b"x".to_vec()), 1);
+    let replica2_old = replica1.clone();
+    let ctx = replica1.clock().clone();
+    replica1.update(&ctx, &a, None, 2);
+    assert!(!replica1.has_live());
+    assert_eq!(replica1.siblings().len(), 1);
+    assert!(replica1.siblings()[0].is_tombstone());
+    // An old replica that still has "x" cannot resurrect it.
+    let synced = replica2_old.merged(&replica1);
+    assert!(!synced.has_live());
+}
+
+#[test]
+fn last_writer_wins_keeps_only_the_newest() {
+    let mut state = Versioned::new();
+    state.update(&Clock::new(), &actor("a"), Some(b"old".to_vec()), 10);
+    state.update(&Clock::new(), &actor("b"), Some(b"new".to_vec()), 20);
+    state.resolve_last_writer_wins();
+    assert_eq!(state.live_values(), vec![&b"new"[..]]);
+}
+
+#[test]
+fn context_tokens_round_trip_and_reject_garbage() {
+    let c = clock(&[("n1.abc", 3), ("n2.def", 9)]);
+    let token = encode_context(&c);
+    assert_eq!(decode_context(&token).unwrap(), c);
+    assert_eq!(decode_context("").unwrap(), Clock::new());
+    assert!(decode_context("!!!").is_err());
+    assert!(decode_context("AAAAAAAA_____").is_err());
+}
+
+/// One step of a random history over three replicas.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A client writes through replica `via` with the context it read from `ctx_from`.
+    Write {
+        via: usize,
+        ctx_from: Option<usize>,
+        delete: bool,
+    },
+    /// Replica `to` receives `from`'s state.
+    Sync { from: usize, to: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..3usize, prop::option::of(0..3usize), any::<bool>()).prop_map(|(via, ctx_from, d)| {
+            Step::Write {
+                via,
+                ctx_from,
+                delete: d && ctx_from.is_some(),
+            }
+        }),
+        (0..3usize, 0..3usize).prop_map(|(from, to)| Step::Sync { from, to }),
+    ]
+}
+
+struct History {
+    replicas: Vec<Versioned>,
+    /// Every write: its dot and the context it was made with.
+    writes: Vec<(Dot<Actor>, Clock)>,
+}
+
+fn run(steps: &[Step]) -> History {
+    let actors = [actor("a"), actor("b"), actor("c")];
+    let mut replicas = vec![Versioned::new(); 3];
+    let mut writes = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        match *s {
+            Step::Write {
+                via,
+                ctx_from,
+                delete,
+            } => {
+                let ctx = ctx_from
+                    .map(|r| replicas[r].clock().clone())
+                    .unwrap_or_default();
+                let value = (!delete).then(|| (i as u32).to_be_bytes().to_vec());
+                let dot = replicas[via].update(&ctx, &actors[via], value, i as u64);
+                writes.push((dot, ctx));
+            }
+            Step::Sync { from, to } => {
+                let src = replicas[from].clone();
+                replicas[to].merge(&src);
+            }
+        }
+    }
+    History { replicas, writes }
+}
+
+proptest! {
+    #[test]
+    fn merge_is_commutative_associative_idempotent(steps in prop::collection::vec(step(), 0..40)) {
+        let h = run(&steps);
+        let [x, y, z] = [&h.replicas[0], &h.replicas[1], &h.replicas[2]];
+        prop_assert_eq!(x.merged(y), y.merged(x));
+        prop_assert_eq!(x.merged(y).merged(z), x.merged(&y.merged(z)));
+        prop_assert_eq!(x.merged(x), x.clone());
+        prop_assert_eq!(x.merged(y).merged(y), x.merged(y));
+    }
+
+    #[test]
+    fn replicas_converge_whatever_the_sync_order(steps in prop::collection::vec(step(), 0..40), order in 0usize..6) {
+        let h = run(&steps);
+        let perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let p = perms[order];
+        let mut one = h.replicas[p[0]].clone();
+        one.merge(&h.replicas[p[1]]);
+        one.merge(&h.replicas[p[2]]);
+        let mut reference = h.replicas[0].clone();
+        reference.merge(&h.replicas[1]);
+        reference.merge(&h.replicas[2]);
+        prop_assert_eq!(one, reference);
+    }
+
+    /// No lost update: after full sync, every write is either still a sibling or was
+    /// overwritten by a later write whose context had seen it.
+    #[test]
+    fn no_write_is_lost_unless_a_later_write_saw_it(steps in prop::collection::vec(step(), 0..40)) {
+        let h = run(&steps);
+        let mut all = Versioned::new();
+        for r in &h.replicas {
+            all.merge(r);
+        }
+        for (i, (dot, _)) in h.writes.iter().enumerate() {
+            let present = all.siblings().iter().any(|s| &s.dot == dot);
+            let superseded = h.writes[i + 1..].iter().any(|(_, ctx)| ctx.get(&dot.actor) >= dot.counter);
+            prop_assert!(present || superseded, "write {:?} vanished", dot);
+            // Nothing that a later write saw survives in the merged state.
+            if superseded {
+                prop_assert!(!present, "write {:?} was replaced but is still a sibling", dot);
+            }
+        }
+        // Siblings are bounded by the writes nobody has seen: no sibling explosion.
+        let unseen = h.writes.iter().enumerate().filter(|(i, (dot, _))| {
+            !h.writes[i + 1..].iter().any(|(_, ctx)| ctx.get(&dot.actor) >= dot.counter)
+        }).count();
+        prop_assert_eq!(all.siblings().len(), unseen);
+        // The clock covers every sibling.
+        for s in all.siblings() {
+            prop_assert!(all.clock().get(&s.dot.actor) >= s.dot.counter);
+        }
+    }
+
+    #[test]
+    fn digest_is_equal_exactly_when_states_are(steps in prop::collection::vec(step(), 0..30)) {
+        let h = run(&steps);
+        let (x, y) = (&h.replicas[0], &h.replicas[1]);
+        prop_assert_eq!(x == y, x.digest() == y.digest());
+    }
+}
