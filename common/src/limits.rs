@@ -85,7 +85,11 @@ mod tests {
         assert_eq!(limits.check_key(b""), Err(Error::EmptyKey));
         assert!(matches!(
             limits.check_key(b"abcde"),
-            Err(Error::TooLarge { what: "key", size: 5, limit: 4 })
+            Err(Error::TooLarge {
+                what: "key",
+                size: 5,
+                limit: 4
+            })
         ));
         assert!(limits.check_value(&[0; 8]).is_ok());
         assert!(limits.check_value(&[0; 9]).is_err());

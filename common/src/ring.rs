@@ -214,7 +214,8 @@ impl Ring {
                 // Relax the spacing preference before giving up on this slot.
                 let pick = pick.or_else(|| {
                     (0..q).map(|step| (ideal + step) % q).find(|&p| {
-                        owners[p] != *node && counts.get(&owners[p]).copied().unwrap_or(0) > threshold
+                        owners[p] != *node
+                            && counts.get(&owners[p]).copied().unwrap_or(0) > threshold
                     })
                 });
                 if let Some(p) = pick {
@@ -259,7 +260,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn ids(n: usize) -> Vec<NodeId> {
-        (1..=n).map(|i| NodeId::new(format!("n{i}")).unwrap()).collect()
+        (1..=n)
+            .map(|i| NodeId::new(format!("n{i}")).unwrap())
+            .collect()
     }
 
     #[test]

@@ -154,8 +154,12 @@ impl Versioned {
     /// Replica sync (DVV paper §5 `sync`): keep a sibling unless the other side has seen
     /// its dot and dropped it; union the clocks.
     pub fn merge(&mut self, other: &Versioned) {
-        let mut merged: Vec<Sibling> = Vec::with_capacity(self.siblings.len() + other.siblings.len());
-        let (mut a, mut b) = (self.siblings.iter().peekable(), other.siblings.iter().peekable());
+        let mut merged: Vec<Sibling> =
+            Vec::with_capacity(self.siblings.len() + other.siblings.len());
+        let (mut a, mut b) = (
+            self.siblings.iter().peekable(),
+            other.siblings.iter().peekable(),
+        );
         loop {
             let next = match (a.peek(), b.peek()) {
                 (None, None) => break,

@@ -15,6 +15,11 @@ use crate::NodeId;
 /// ALPN protocol id; bump on any incompatible change to these messages.
 pub const ALPN: &[u8] = b"dynakv/1";
 
+/// The TLS server name every node certificate carries besides its own id, so a client
+/// that knows only an address can check it reached a node of this cluster. Node-to-node
+/// connections use the peer's id instead, so a node cannot pose as another.
+pub const NODE_SERVER_NAME: &str = "dynakv-node";
+
 /// A request: from a client to any node, or from a node to a peer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {

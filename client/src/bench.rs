@@ -1,0 +1,300 @@
+//! `dynakv bench`: a closed-loop load generator with HDR-histogram latencies.
+//!
+//! `concurrency` workers each loop: pick read or write by `read_ratio`, pick a key, send,
+//! record the latency. Workers are spread over the given nodes (one client connection
+//! per node). Writes carry the context of the worker's previous write to the same key
+//! and each worker writes only its own slice of the key space, so the benchmark measures
+//! steady-state overwrites instead of growing sibling lists. Reads pick any key.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynakv_common::quorum::Quorum;
+use dynakv_common::version::Clock;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::client::{Client, ClientError, ReadOptions, WriteOptions};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Workers sending requests at once.
+    pub concurrency: usize,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Bytes per written value.
+    pub value_size: usize,
+    /// Fraction of operations that are reads, 0.0..=1.0.
+    pub read_ratio: f64,
+    /// Stop after this many operations in total...
+    pub ops: Option<u64>,
+    /// ...or after this long (if both, whichever comes first).
+    pub duration: Option<Duration>,
+    pub r: Quorum,
+    pub w: Quorum,
+    /// Key prefix, so runs can use separate key spaces.
+    pub prefix: String,
+}
+
+/// Latency summary of one operation type, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpStats {
+    pub op: &'static str,
+    pub count: u64,
+    pub errors: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub mean_us: f64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub ops: u64,
+    pub errors: u64,
+    pub elapsed_s: f64,
+    pub ops_per_s: f64,
+    pub concurrency: usize,
+    pub value_size: usize,
+    pub read_ratio: f64,
+    pub r: String,
+    pub w: String,
+    pub stats: Vec<OpStats>,
+    /// Up to five distinct error messages seen.
+    pub sample_errors: Vec<String>,
+}
+
+struct WorkerResult {
+    gets: Histogram<u64>,
+    puts: Histogram<u64>,
+    get_errors: u64,
+    put_errors: u64,
+    errors: Vec<String>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+fn summarize(op: &'static str, h: &Histogram<u64>, errors: u64) -> OpStats {
+    OpStats {
+        op,
+        count: h.len(),
+        errors,
+        p50_us: h.value_at_quantile(0.50),
+        p90_us: h.value_at_quantile(0.90),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+        mean_us: h.mean(),
+    }
+}
+
+/// Runs a benchmark over `clients` (one per node), calling `progress` with the number of
+/// completed operations about ten times a second.
+pub async fn run(
+    clients: Vec<Arc<Client>>,
+    opts: BenchOptions,
+    progress: impl Fn(u64) + Send + 'static,
+) -> Result<BenchReport, ClientError> {
+    if clients.is_empty() {
+        return Err(ClientError::NoNodes);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let issued = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for i in 0..opts.concurrency.max(1) {
+        let client = clients[i % clients.len()].clone();
+        let opts = opts.clone();
+        let (done, issued, stop) = (done.clone(), issued.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            worker(i, client, opts, done, issued, stop).await
+        }));
+    }
+    let ticker = {
+        let (done, stop) = (done.clone(), stop.clone());
+        let deadline = opts.duration.map(|d| started + d);
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                progress(done.load(Ordering::Relaxed));
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let mut gets = histogram();
+    let mut puts = histogram();
+    let (mut get_errors, mut put_errors) = (0, 0);
+    let mut sample_errors: Vec<String> = Vec::new();
+    for w in workers {
+        if let Ok(r) = w.await {
+            let _ = gets.add(&r.gets);
+            let _ = puts.add(&r.puts);
+            get_errors += r.get_errors;
+            put_errors += r.put_errors;
+            for e in r.errors {
+                if sample_errors.len() < 5 && !sample_errors.contains(&e) {
+                    sample_errors.push(e);
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = ticker.await;
+    let ops = gets.len() + puts.len();
+    let mut stats = Vec::new();
+    if gets.len() + get_errors > 0 {
+        stats.push(summarize("get", &gets, get_errors));
+    }
+    if puts.len() + put_errors > 0 {
+        stats.push(summarize("put", &puts, put_errors));
+    }
+    Ok(BenchReport {
+        ops,
+        errors: get_errors + put_errors,
+        elapsed_s: elapsed.as_secs_f64(),
+        ops_per_s: ops as f64 / elapsed.as_secs_f64().max(1e-9),
+        concurrency: opts.concurrency,
+        value_size: opts.value_size,
+        read_ratio: opts.read_ratio,
+        r: opts.r.to_string(),
+        w: opts.w.to_string(),
+        stats,
+        sample_errors,
+    })
+}
+
+async fn worker(
+    index: usize,
+    client: Arc<Client>,
+    opts: BenchOptions,
+    done: Arc<AtomicU64>,
+    issued: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> WorkerResult {
+    let mut result = WorkerResult {
+        gets: histogram(),
+        puts: histogram(),
+        get_errors: 0,
+        put_errors: 0,
+        errors: Vec::new(),
+    };
+    let workers = opts.concurrency.max(1) as u64;
+    let keys = opts.keys.max(workers);
+    let mut contexts: HashMap<u64, Clock> = HashMap::new();
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let value: Vec<u8> = (0..opts.value_size)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(limit) = opts.ops {
+            if issued.fetch_add(1, Ordering::Relaxed) >= limit {
+                break;
+            }
+        }
+        let read = rng.gen_bool(opts.read_ratio.clamp(0.0, 1.0));
+        let t0 = Instant::now();
+        let outcome = if read {
+            let k = rng.gen_range(0..keys);
+            let key = format!("{}{k}", opts.prefix);
+            client
+                .get(
+                    key.as_bytes(),
+                    ReadOptions {
+                        r: opts.r,
+                        timeout_ms: None,
+                    },
+                )
+                .await
+                .map(|_| ())
+        } else {
+            // This worker owns keys congruent to its index.
+            let slot = rng.gen_range(0..keys / workers);
+            let k = slot * workers + index as u64;
+            let key = format!("{}{k}", opts.prefix);
+            let wopts = WriteOptions {
+                w: opts.w,
+                context: contexts.get(&k).cloned(),
+                timeout_ms: None,
+            };
+            client
+                .put(key.as_bytes(), value.clone(), wopts)
+                .await
+                .map(|r| {
+                    contexts.insert(k, r.context);
+                })
+        };
+        let micros = (t0.elapsed().as_micros() as u64).max(1);
+        match (outcome, read) {
+            (Ok(()), true) => {
+                let _ = result.gets.record(micros);
+            }
+            (Ok(()), false) => {
+                let _ = result.puts.record(micros);
+            }
+            (Err(e), read) => {
+                if read {
+                    result.get_errors += 1;
+                } else {
+                    result.put_errors += 1;
+                }
+                if result.errors.len() < 5 {
+                    result.errors.push(e.to_string());
+                }
+            }
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// Formats a report as a table.
+pub fn render(report: &BenchReport) -> String {
+    let mut out = format!(
+        "{} ops in {:.2} s = {:.0} ops/s  (concurrency {}, {}-byte values, read ratio {:.2}, R={} W={}, {} errors)\n",
+        report.ops,
+        report.elapsed_s,
+        report.ops_per_s,
+        report.concurrency,
+        report.value_size,
+        report.read_ratio,
+        report.r,
+        report.w,
+        report.errors
+    );
+    out.push_str("op     count    errors   p50 ms   p90 ms   p99 ms  p99.9 ms   max ms\n");
+    let ms = |us: u64| us as f64 / 1000.0;
+    for s in &report.stats {
+        out.push_str(&format!(
+            "{:<5} {:>7} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.2}\n",
+            s.op,
+            s.count,
+            s.errors,
+            ms(s.p50_us),
+            ms(s.p90_us),
+            ms(s.p99_us),
+            ms(s.p999_us),
+            ms(s.max_us)
+        ));
+    }
+    for e in &report.sample_errors {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    out
+}

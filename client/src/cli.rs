@@ -1,0 +1,406 @@
+//! The `dynakv` command line (`src/main.rs` only calls [`main`]). Parses arguments, calls the client library,
+//! prints results for people (or JSON with `--json`). Exits non-zero with one clear
+//! line on failure.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bench::{self, BenchOptions};
+use crate::settings::{Overrides, Settings};
+use crate::{Client, ClientOptions, ReadOptions, WriteOptions};
+use anyhow::{bail, Context};
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use dynakv_common::quorum::Quorum;
+use dynakv_common::version::decode_context;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "dynakv",
+    version,
+    about = "Read and write a dynakv cluster, show its status, benchmark it",
+    after_help = "With no --node/--config, dynakv reads ./dynakv-dev/client.toml, written by `dynakv-node dev`."
+)]
+struct Cli {
+    /// Node address host:port (repeatable or comma-separated); the next is tried if one
+    /// is unreachable.
+    #[arg(
+        long = "node",
+        global = true,
+        env = "DYNAKV_NODES",
+        value_delimiter = ','
+    )]
+    nodes: Vec<String>,
+    /// Client settings file (nodes, ca, cert, key) [default: ./dynakv-dev/client.toml if present].
+    #[arg(long, global = true, env = "DYNAKV_CONFIG")]
+    config: Option<PathBuf>,
+    /// Cluster CA certificate (PEM).
+    #[arg(long, global = true, env = "DYNAKV_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM), issued by the cluster CA.
+    #[arg(long, global = true, env = "DYNAKV_CERT")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long = "key", id = "key_file", global = true, env = "DYNAKV_KEY")]
+    key_file: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Server-side deadline for the request, in milliseconds [default: the node's].
+    #[arg(long, global = true)]
+    timeout_ms: Option<u32>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a value. VALUE comes from the argument, --file, or stdin.
+    Put {
+        key: String,
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
+        /// Replicas that must store the write: 1..N, one, quorum or all.
+        #[arg(long, default_value = "quorum")]
+        w: Quorum,
+        /// Context token from your last read of this key; replaces what that read saw.
+        /// Without it the write is added next to existing values as a sibling.
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Read a key: every concurrent value (sibling) and the context to write back with.
+    Get {
+        key: String,
+        /// Replicas that must answer: 1..N, one, quorum or all.
+        #[arg(long, default_value = "quorum")]
+        r: Quorum,
+    },
+    /// Delete a key (writes a tombstone).
+    Delete {
+        key: String,
+        /// Replicas that must store the delete: 1..N, one, quorum or all.
+        #[arg(long, default_value = "quorum")]
+        w: Quorum,
+        /// Context token from your last read; without it, values written concurrently
+        /// elsewhere survive the delete.
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Show the cluster as the connected node sees it.
+    Status,
+    /// Drive the cluster with a read/write mix and report throughput and latency percentiles.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Fraction of operations that are reads (0 = writes only, 1 = reads only).
+    #[arg(long, default_value_t = 0.5)]
+    read_ratio: f64,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Bytes per value written.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Stop after this many operations.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Stop after this many seconds [default: 10 when --ops is not given].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Read quorum.
+    #[arg(long, default_value = "quorum")]
+    r: Quorum,
+    /// Write quorum.
+    #[arg(long, default_value = "quorum")]
+    w: Quorum,
+    /// Key prefix.
+    #[arg(long, default_value = "bench:")]
+    prefix: String,
+}
+
+/// Parses the command line and runs the command; the whole program behind the binary.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    Ok(Settings::resolve(Overrides {
+        config: cli.config.clone(),
+        nodes: cli.nodes.clone(),
+        ca: cli.ca.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key_file.clone(),
+    })?)
+}
+
+async fn connect(settings: &Settings, nodes: Vec<String>) -> anyhow::Result<Arc<Client>> {
+    let opts = ClientOptions::new(nodes, settings.tls_config()?);
+    Ok(Client::connect(opts).await?)
+}
+
+/// A value as JSON: a string if it is UTF-8, else `{"base64": "..."}`.
+fn json_bytes(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => json!(s),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    }
+}
+
+/// A value for people: the text if it is UTF-8, else base64 marked as such.
+fn human_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!(
+            "(binary, base64) {}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ),
+    }
+}
+
+fn parse_context(token: Option<&str>) -> anyhow::Result<Option<dynakv_common::Clock>> {
+    token
+        .map(decode_context)
+        .transpose()
+        .context("bad --context")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let s = settings(&cli)?;
+    let out = &mut std::io::stdout().lock();
+    match &cli.command {
+        Cmd::Put {
+            key,
+            value,
+            file,
+            w,
+            context,
+        } => {
+            let value = match (value, file) {
+                (Some(v), _) => v.clone().into_bytes(),
+                (None, Some(path)) => std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                (None, None) => {
+                    if std::io::stdin().is_terminal() {
+                        bail!("no value: give VALUE, --file PATH, or pipe it on stdin");
+                    }
+                    let mut buf = Vec::new();
+                    std::io::stdin().read_to_end(&mut buf)?;
+                    buf
+                }
+            };
+            let client = connect(&s, s.nodes.clone()).await?;
+            let opts = WriteOptions {
+                w: *w,
+                context: parse_context(context.as_deref())?,
+                timeout_ms: cli.timeout_ms,
+            };
+            let r = client.put(key.as_bytes(), value, opts).await?;
+            if cli.json {
+                writeln!(out, "{}", json!({ "context": r.context_token() }))?;
+            } else {
+                writeln!(out, "ok ({} replicas acknowledged)", r.replicas_acked)?;
+                writeln!(out, "context: {}", r.context_token())?;
+            }
+            client.close().await;
+        }
+        Cmd::Delete { key, w, context } => {
+            let client = connect(&s, s.nodes.clone()).await?;
+            let opts = WriteOptions {
+                w: *w,
+                context: parse_context(context.as_deref())?,
+                timeout_ms: cli.timeout_ms,
+            };
+            let r = client.delete(key.as_bytes(), opts).await?;
+            if cli.json {
+                writeln!(out, "{}", json!({ "context": r.context_token() }))?;
+            } else {
+                writeln!(out, "deleted ({} replicas acknowledged)", r.replicas_acked)?;
+                writeln!(out, "context: {}", r.context_token())?;
+            }
+            client.close().await;
+        }
+        Cmd::Get { key, r } => {
+            let client = connect(&s, s.nodes.clone()).await?;
+            let g = client
+                .get(
+                    key.as_bytes(),
+                    ReadOptions {
+                        r: *r,
+                        timeout_ms: cli.timeout_ms,
+                    },
+                )
+                .await?;
+            if cli.json {
+                let values: Vec<_> = g.values.iter().map(|v| json_bytes(v)).collect();
+                let doc = json!({
+                    "key": key,
+                    "found": g.found(),
+                    "values": values,
+                    "context": g.context_token(),
+                });
+                writeln!(out, "{doc}")?;
+            } else {
+                match g.values.len() {
+                    0 => writeln!(out, "not found")?,
+                    1 => writeln!(out, "{}", human_bytes(&g.values[0]))?,
+                    n => {
+                        writeln!(
+                            out,
+                            "{n} siblings (concurrent writes): resolve them and write back with --context"
+                        )?;
+                        for (i, v) in g.values.iter().enumerate() {
+                            writeln!(out, "  [{}] {}", i + 1, human_bytes(v))?;
+                        }
+                    }
+                }
+                writeln!(out, "context: {}", g.context_token())?;
+            }
+            client.close().await;
+        }
+        Cmd::Status => {
+            let client = connect(&s, s.nodes.clone()).await?;
+            let st = client.status().await?;
+            if cli.json {
+                let members: Vec<_> = st
+                    .members
+                    .iter()
+                    .map(|m| json!({"id": m.id.as_str(), "addr": m.addr, "up": m.up, "partitions": m.partitions}))
+                    .collect();
+                let counters: serde_json::Map<String, serde_json::Value> = st
+                    .counters
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"node": st.node.as_str(), "version": st.version, "replicas": st.replicas,
+                           "partitions": st.partitions, "keys": st.keys, "members": members, "counters": counters})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "node {} (dynakv {}), N={}, Q={}, ~{} keys stored here",
+                    st.node, st.version, st.replicas, st.partitions, st.keys
+                )?;
+                writeln!(
+                    out,
+                    "{:<12} {:<24} {:<6} partitions",
+                    "member", "address", "state"
+                )?;
+                for m in &st.members {
+                    writeln!(
+                        out,
+                        "{:<12} {:<24} {:<6} {}",
+                        m.id.as_str(),
+                        m.addr,
+                        if m.up { "up" } else { "DOWN" },
+                        m.partitions
+                    )?;
+                }
+                let counters: Vec<String> = st
+                    .counters
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                writeln!(out, "counters: {}", counters.join(" "))?;
+            }
+            client.close().await;
+        }
+        Cmd::Bench(args) => {
+            if !(0.0..=1.0).contains(&args.read_ratio) {
+                bail!("--read-ratio must be between 0 and 1");
+            }
+            let mut clients = Vec::new();
+            for i in 0..s.nodes.len() {
+                // Each client starts at a different node so load is spread over the cluster.
+                let mut order = s.nodes.clone();
+                order.rotate_left(i);
+                clients.push(connect(&s, order).await?);
+            }
+            let duration = match (args.duration, args.ops) {
+                (Some(d), _) => Some(Duration::from_secs_f64(d)),
+                (None, Some(_)) => None,
+                (None, None) => Some(Duration::from_secs(10)),
+            };
+            let opts = BenchOptions {
+                concurrency: args.concurrency,
+                keys: args.keys,
+                value_size: args.value_size,
+                read_ratio: args.read_ratio,
+                ops: args.ops,
+                duration,
+                r: args.r,
+                w: args.w,
+                prefix: args.prefix.clone(),
+            };
+            let bar = if std::io::stderr().is_terminal() && !cli.json {
+                let len = args.ops.unwrap_or(0);
+                let bar = if len > 0 {
+                    indicatif::ProgressBar::new(len)
+                } else {
+                    indicatif::ProgressBar::new_spinner()
+                };
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {pos} ops ({per_sec}) {wide_bar}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                Some(bar)
+            } else {
+                None
+            };
+            let progress_bar = bar.clone();
+            let report = bench::run(clients.clone(), opts, move |done| {
+                if let Some(b) = &progress_bar {
+                    b.set_position(done);
+                }
+            })
+            .await?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            if cli.json {
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                write!(out, "{}", bench::render(&report))?;
+            }
+            for c in clients {
+                c.close().await;
+            }
+        }
+    }
+    Ok(())
+}

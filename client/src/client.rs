@@ -1,0 +1,342 @@
+//! The client library: connect to any node of a cluster, fail over to the next one,
+//! and read, write and delete keys with per-request R/W and causal contexts.
+//!
+//! A client keeps one QUIC connection to one node at a time. A request that cannot
+//! reach its node (connect refused, connection lost, no answer in time) is retried on
+//! the next node in the list; an answer from a node — including an error such as
+//! "quorum not reached" — is final. Because a write whose connection broke may already
+//! have been applied, a retried write can leave a sibling: that is the price of never
+//! silently dropping a write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynakv_common::limits::Limits;
+use dynakv_common::quorum::Quorum;
+use dynakv_common::version::{encode_context, Clock};
+use dynakv_common::wire::{
+    GetRequest, PutRequest, Request, Response, StatusResponse, WireError, NODE_SERVER_NAME,
+};
+use tokio::sync::Mutex;
+
+use crate::conn::{self, ConnError};
+
+/// How long to wait for a node to accept a connection before trying the next one.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait for a node's answer. Nodes give up on a quorum well before this.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a client needs to reach a cluster.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Node addresses (`host:port`), tried in order.
+    pub nodes: Vec<String>,
+    /// TLS: the cluster CA and this client's certificate.
+    pub tls: quinn::ClientConfig,
+    /// Per-attempt connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Size limits checked before sending.
+    pub limits: Limits,
+}
+
+impl ClientOptions {
+    /// Options with default timeouts and limits.
+    pub fn new(nodes: Vec<String>, tls: quinn::ClientConfig) -> ClientOptions {
+        ClientOptions {
+            nodes,
+            tls,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What went wrong with a client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no node addresses given (use --node HOST:PORT or DYNAKV_NODES)")]
+    NoNodes,
+    #[error("no node could be reached: {}", format_attempts(.attempts))]
+    Unreachable { attempts: Vec<(String, String)> },
+    /// The node answered with an error (quorum not reached, invalid request, ...).
+    #[error("{0}")]
+    Server(WireError),
+    #[error("{0}")]
+    Invalid(#[from] dynakv_common::Error),
+    #[error("unexpected answer from the node: {0}")]
+    Unexpected(String),
+    #[error("cannot create a client endpoint: {0}")]
+    Endpoint(String),
+}
+
+fn format_attempts(attempts: &[(String, String)]) -> String {
+    attempts
+        .iter()
+        .map(|(addr, why)| format!("{addr}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Read options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// Replicas that must answer (default: quorum).
+    pub r: Quorum,
+    /// Server-side deadline in milliseconds (default: the node's).
+    pub timeout_ms: Option<u32>,
+}
+
+/// Write and delete options.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Replicas that must store the write (default: quorum).
+    pub w: Quorum,
+    /// The context of the last read of this key; `None` writes blindly (adds a sibling).
+    pub context: Option<Clock>,
+    /// Server-side deadline in milliseconds (default: the node's).
+    pub timeout_ms: Option<u32>,
+}
+
+/// The result of a read.
+#[derive(Debug, Clone)]
+pub struct GetResult {
+    /// Live sibling values; more than one means concurrent writes to resolve.
+    pub values: Vec<Vec<u8>>,
+    /// The causal context to pass back with the next write of this key.
+    pub context: Clock,
+    /// Replicas that answered.
+    pub replicas_answered: u8,
+}
+
+impl GetResult {
+    /// Whether the key has at least one live value.
+    pub fn found(&self) -> bool {
+        !self.values.is_empty()
+    }
+    /// The context as the opaque token the CLI prints.
+    pub fn context_token(&self) -> String {
+        encode_context(&self.context)
+    }
+}
+
+/// The result of a write or delete.
+#[derive(Debug, Clone)]
+pub struct PutResult {
+    /// The context after the write; pass it back to overwrite this write.
+    pub context: Clock,
+    /// Replicas that acknowledged.
+    pub replicas_acked: u8,
+}
+
+impl PutResult {
+    /// The context as the opaque token the CLI prints.
+    pub fn context_token(&self) -> String {
+        encode_context(&self.context)
+    }
+}
+
+struct Current {
+    index: usize,
+    conn: quinn::Connection,
+}
+
+/// A connection to a dynakv cluster. Cheap to share: wrap it in an `Arc`.
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    options: ClientOptions,
+    current: Mutex<Option<Current>>,
+}
+
+impl Client {
+    /// Connects to the first reachable node of `options.nodes`.
+    pub async fn connect(options: ClientOptions) -> Result<Arc<Client>, ClientError> {
+        if options.nodes.is_empty() {
+            return Err(ClientError::NoNodes);
+        }
+        let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ClientError::Endpoint(e.to_string()))?;
+        endpoint.set_default_client_config(options.tls.clone());
+        let client = Arc::new(Client {
+            endpoint,
+            options,
+            current: Mutex::new(None),
+        });
+        client.connection(None).await?;
+        Ok(client)
+    }
+
+    /// The node addresses this client knows.
+    pub fn nodes(&self) -> &[String] {
+        &self.options.nodes
+    }
+
+    /// Returns the live connection, or connects to the next reachable node. `failed`
+    /// is the index of a node that just failed and must be skipped first.
+    async fn connection(
+        &self,
+        failed: Option<usize>,
+    ) -> Result<(usize, quinn::Connection), ClientError> {
+        let mut current = self.current.lock().await;
+        if let Some(c) = current.as_ref() {
+            if c.conn.close_reason().is_none() && failed != Some(c.index) {
+                return Ok((c.index, c.conn.clone()));
+            }
+        }
+        let n = self.options.nodes.len();
+        let start = match (failed, current.as_ref()) {
+            (Some(i), _) => i + 1,
+            (None, Some(c)) => c.index,
+            (None, None) => 0,
+        };
+        *current = None;
+        let mut attempts = Vec::new();
+        for step in 0..n {
+            let index = (start + step) % n;
+            let addr = &self.options.nodes[index];
+            match self.dial(addr).await {
+                Ok(conn) => {
+                    *current = Some(Current {
+                        index,
+                        conn: conn.clone(),
+                    });
+                    return Ok((index, conn));
+                }
+                Err(e) => attempts.push((addr.clone(), e.to_string())),
+            }
+        }
+        Err(ClientError::Unreachable { attempts })
+    }
+
+    async fn dial(&self, addr: &str) -> Result<quinn::Connection, ConnError> {
+        let fail = |reason: String| ConnError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let resolved = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| fail(format!("cannot resolve: {e}")))?
+            .next()
+            .ok_or_else(|| fail("address resolves to nothing".into()))?;
+        let connecting = self
+            .endpoint
+            .connect(resolved, NODE_SERVER_NAME)
+            .map_err(|e| fail(e.to_string()))?;
+        match tokio::time::timeout(self.options.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(fail(conn::describe_connection_error(&e))),
+            Err(_) => Err(fail(format!(
+                "no handshake within {:?} (is a node listening there?)",
+                self.options.connect_timeout
+            ))),
+        }
+    }
+
+    /// Sends a request, failing over to other nodes while the failure is a transport one.
+    pub async fn request(&self, req: &Request) -> Result<Response, ClientError> {
+        let max_frame = self.options.limits.max_frame_bytes();
+        let mut failed = None;
+        let mut attempts = Vec::new();
+        for _ in 0..self.options.nodes.len() {
+            let (index, conn) = match self.connection(failed).await {
+                Ok(c) => c,
+                Err(ClientError::Unreachable { attempts: more }) => {
+                    attempts.extend(more);
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            match conn::request(&conn, req, max_frame, self.options.request_timeout).await {
+                Ok(Response::Error(e)) => return Err(ClientError::Server(e)),
+                Ok(resp) => return Ok(resp),
+                Err(e @ ConnError::Protocol { .. }) => {
+                    return Err(ClientError::Unexpected(e.to_string()))
+                }
+                Err(e) => {
+                    attempts.push((self.options.nodes[index].clone(), e.to_string()));
+                    failed = Some(index);
+                }
+            }
+        }
+        Err(ClientError::Unreachable { attempts })
+    }
+
+    /// Reads a key: every live sibling and the context to write back with.
+    pub async fn get(&self, key: &[u8], opts: ReadOptions) -> Result<GetResult, ClientError> {
+        self.options.limits.check_key(key)?;
+        let req = Request::Get(GetRequest {
+            key: key.to_vec(),
+            r: opts.r,
+            timeout_ms: opts.timeout_ms,
+        });
+        match self.request(&req).await? {
+            Response::Get(g) => Ok(GetResult {
+                values: g.values,
+                context: g.context,
+                replicas_answered: g.replicas_answered,
+            }),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Writes a value. With the context of a read, replaces what that read returned;
+    /// without one, adds a sibling next to whatever is there.
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        opts: WriteOptions,
+    ) -> Result<PutResult, ClientError> {
+        self.options.limits.check_value(&value)?;
+        self.write(key, Some(value), opts).await
+    }
+
+    /// Deletes a key (writes a tombstone). Pass the context of a read to delete what it saw.
+    pub async fn delete(&self, key: &[u8], opts: WriteOptions) -> Result<PutResult, ClientError> {
+        self.write(key, None, opts).await
+    }
+
+    async fn write(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        opts: WriteOptions,
+    ) -> Result<PutResult, ClientError> {
+        self.options.limits.check_key(key)?;
+        let req = Request::Put(PutRequest {
+            key: key.to_vec(),
+            value,
+            context: opts.context,
+            w: opts.w,
+            timeout_ms: opts.timeout_ms,
+            forwarded: false,
+        });
+        match self.request(&req).await? {
+            Response::Put(p) => Ok(PutResult {
+                context: p.context,
+                replicas_acked: p.replicas_acked,
+            }),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The connected node's view of the cluster.
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        match self.request(&Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(&self) {
+        if let Some(c) = self.current.lock().await.take() {
+            c.conn.close(0u32.into(), b"bye");
+        }
+        self.endpoint.wait_idle().await;
+    }
+}

@@ -1,0 +1,150 @@
+//! One request over one QUIC stream: write a frame, read a frame, with limits.
+//!
+//! Shared by the client library and by nodes talking to their peers, so both ends
+//! agree on framing byte for byte. The server side of the same framing lives in the
+//! node's transport and uses [`read_frame`] and [`write_frame`] from here.
+
+use std::time::Duration;
+
+use dynakv_common::codec::{self, HEADER_BYTES};
+use dynakv_common::wire::{Request, Response};
+use serde::de::DeserializeOwned;
+
+/// Why a request over a connection failed, before any application-level answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The connection could not be set up (unreachable, TLS refused, wrong protocol version).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    /// The connection or stream broke while the request was in flight.
+    #[error("connection to {addr} failed: {reason}")]
+    Stream { addr: String, reason: String },
+    /// No answer within the deadline.
+    #[error("no answer from {addr} within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    /// The answer could not be decoded, or was too large.
+    #[error("bad answer from {addr}: {reason}")]
+    Protocol { addr: String, reason: String },
+}
+
+/// Reads one frame from a stream: header, size check, body. `Ok(None)` on a clean end
+/// of stream before any byte.
+pub async fn read_frame<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max_frame: usize,
+) -> Result<Option<T>, FrameError> {
+    let mut header = [0u8; HEADER_BYTES];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(n)) => {
+            return Err(FrameError::Malformed(format!(
+                "stream ended after {n} bytes of a 4-byte frame header"
+            )))
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(FrameError::Io(e.to_string())),
+    }
+    let len = codec::body_len(header, max_frame).map_err(FrameError::TooLarge)?;
+    let mut body = vec![0u8; len];
+    match recv.read_exact(&mut body).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(n)) => {
+            return Err(FrameError::Malformed(format!(
+                "stream ended after {n} of {len} body bytes"
+            )))
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(FrameError::Io(e.to_string())),
+    }
+    codec::decode_body(&body)
+        .map(Some)
+        .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Writes one already-encoded frame and finishes the stream.
+pub async fn write_frame(send: &mut quinn::SendStream, frame: &[u8]) -> Result<(), FrameError> {
+    send.write_all(frame)
+        .await
+        .map_err(|e| FrameError::Io(e.to_string()))?;
+    send.finish().map_err(|e| FrameError::Io(e.to_string()))?;
+    Ok(())
+}
+
+/// Why reading or writing a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    TooLarge(dynakv_common::Error),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("stream error: {0}")]
+    Io(String),
+}
+
+/// Sends `req` on a new bidirectional stream of `conn` and waits for the response.
+pub async fn request(
+    conn: &quinn::Connection,
+    req: &Request,
+    max_frame: usize,
+    timeout: Duration,
+) -> Result<Response, ConnError> {
+    let addr = conn.remote_address().to_string();
+    let work = async {
+        let frame = codec::encode_frame(req, max_frame).map_err(|e| ConnError::Protocol {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ConnError::Stream {
+            addr: addr.clone(),
+            reason: describe_connection_error(&e),
+        })?;
+        write_frame(&mut send, &frame)
+            .await
+            .map_err(|e| stream_error(&addr, e, conn))?;
+        match read_frame::<Response>(&mut recv, max_frame).await {
+            Ok(Some(resp)) => Ok(resp),
+            Ok(None) => Err(ConnError::Stream {
+                addr: addr.clone(),
+                reason: conn
+                    .close_reason()
+                    .map(|e| describe_connection_error(&e))
+                    .unwrap_or_else(|| "the peer closed the stream without answering".into()),
+            }),
+            Err(e) => Err(stream_error(&addr, e, conn)),
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnError::Timeout { addr, timeout }),
+    }
+}
+
+fn stream_error(addr: &str, e: FrameError, conn: &quinn::Connection) -> ConnError {
+    match e {
+        FrameError::Io(reason) => ConnError::Stream {
+            addr: addr.to_string(),
+            reason: conn
+                .close_reason()
+                .map(|e| describe_connection_error(&e))
+                .unwrap_or(reason),
+        },
+        other => ConnError::Protocol {
+            addr: addr.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// A sentence for a connection error, spelling out the TLS cases users hit.
+pub fn describe_connection_error(e: &quinn::ConnectionError) -> String {
+    let text = e.to_string();
+    if text.contains("no application protocol") {
+        format!("{text} (the node speaks a different dynakv protocol version)")
+    } else if text.contains("certificate")
+        || text.contains("UnknownIssuer")
+        || text.contains("BadCertificate")
+    {
+        format!("{text} (TLS refused: is the certificate issued by this cluster's CA?)")
+    } else {
+        text
+    }
+}

@@ -1,0 +1,312 @@
+//! Node configuration: one serde struct, read from TOML and/or command-line flags,
+//! validated at start-up with sentences instead of panics.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dynakv_common::limits::Limits;
+use dynakv_common::ring::{DEFAULT_PARTITIONS, DEFAULT_REPLICAS};
+use dynakv_common::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::fault::FaultConfig;
+
+/// Everything a node needs to run. Every field has a default except `id` and `data_dir`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's id: a DNS label (a-z, 0-9, '-'), also the name in its TLS certificate.
+    pub id: String,
+    /// Address to bind the QUIC endpoint to.
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use to reach this node (`host:port`); defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Directory for the store, hints and this node's TLS files.
+    pub data_dir: PathBuf,
+    /// Cluster CA certificate (PEM). Default: `<data_dir>/tls/ca.pem`.
+    pub ca_cert: Option<PathBuf>,
+    /// This node's certificate (PEM). Default: `<data_dir>/tls/node.pem`.
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM). Default: `<data_dir>/tls/node.key.pem`.
+    pub key: Option<PathBuf>,
+    /// The other members, as `id@host:port`. Membership is static: every node must list
+    /// the same set.
+    pub peers: Vec<String>,
+    /// Replicas per key (N).
+    pub replicas: usize,
+    /// Partitions on the ring (Q), a power of two; must be the same on every node.
+    pub partitions: u32,
+    /// Default deadline for a client request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How often each peer is pinged, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// A peer that has not answered for this long is considered down, in milliseconds.
+    pub failure_timeout_ms: u64,
+    /// After a read's answer, how long the coordinator keeps listening for the remaining
+    /// replicas to repair the ones that are behind, in milliseconds (0 disables read repair).
+    pub read_repair_window_ms: u64,
+    /// Largest key in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value in bytes.
+    pub max_value_bytes: usize,
+    /// Most requests served at once; more are refused with "unavailable".
+    pub max_in_flight: usize,
+    /// `fsync` (acknowledge only after the write is on disk) or `relaxed` (no fsync before
+    /// acknowledging: faster, loses recent writes on power failure).
+    pub durability: String,
+    /// Injected network faults for experiments; off unless set.
+    pub fault: FaultConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: String::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7100)),
+            advertise: None,
+            data_dir: PathBuf::new(),
+            ca_cert: None,
+            cert: None,
+            key: None,
+            peers: Vec::new(),
+            replicas: DEFAULT_REPLICAS,
+            partitions: DEFAULT_PARTITIONS,
+            request_timeout_ms: 2_000,
+            heartbeat_interval_ms: 300,
+            failure_timeout_ms: 1_500,
+            read_repair_window_ms: 1_000,
+            max_key_bytes: dynakv_common::limits::DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: dynakv_common::limits::DEFAULT_MAX_VALUE_BYTES,
+            max_in_flight: 4096,
+            durability: "fsync".into(),
+            fault: FaultConfig::default(),
+        }
+    }
+}
+
+/// A peer as listed in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub id: NodeId,
+    pub addr: String,
+}
+
+/// A configuration that cannot run, with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid node configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl NodeConfig {
+    /// Reads a TOML file; relative paths in it are taken relative to the file's directory.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let mut config: NodeConfig =
+            toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut config.data_dir);
+        for p in [&mut config.ca_cert, &mut config.cert, &mut config.key]
+            .into_iter()
+            .flatten()
+        {
+            rebase(p);
+        }
+        Ok(config)
+    }
+
+    /// Checks the configuration and returns the parsed node id and peers.
+    pub fn validate(&self) -> Result<(NodeId, Vec<PeerAddr>), ConfigError> {
+        let id = NodeId::new(&self.id).map_err(|e| ConfigError(e.to_string()))?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError("data_dir is required (--data-dir DIR)".into()));
+        }
+        let mut peers = Vec::new();
+        for p in &self.peers {
+            let (pid, addr) = p.split_once('@').ok_or_else(|| {
+                ConfigError(format!(
+                    "peer {p:?} must look like id@host:port, e.g. n2@10.0.0.2:7100"
+                ))
+            })?;
+            let pid = NodeId::new(pid).map_err(|e| ConfigError(format!("peer {p:?}: {e}")))?;
+            if pid == id {
+                continue; // a shared peer list may include this node itself
+            }
+            if !addr.contains(':') {
+                return Err(ConfigError(format!("peer {p:?}: address needs a port")));
+            }
+            if peers.iter().any(|q: &PeerAddr| q.id == pid) {
+                return Err(ConfigError(format!("peer {pid} is listed twice")));
+            }
+            peers.push(PeerAddr {
+                id: pid,
+                addr: addr.to_string(),
+            });
+        }
+        let members = peers.len() + 1;
+        if self.replicas == 0 || self.replicas > members {
+            return Err(ConfigError(format!(
+                "replicas (N) is {} but the cluster has {members} member(s); N must be between 1 and the number of members",
+                self.replicas
+            )));
+        }
+        if self.replicas > 255 {
+            return Err(ConfigError("replicas (N) must be at most 255".into()));
+        }
+        if !self.partitions.is_power_of_two() || self.partitions as usize > 1 << 16 {
+            return Err(ConfigError(format!(
+                "partitions (Q) is {} but must be a power of two up to 65536",
+                self.partitions
+            )));
+        }
+        if (self.partitions as usize) < members {
+            return Err(ConfigError(format!(
+                "partitions (Q) is {} but must be at least the number of members ({members})",
+                self.partitions
+            )));
+        }
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            return Err(ConfigError(
+                "max_key_bytes and max_value_bytes must be positive".into(),
+            ));
+        }
+        if self.max_value_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError("max_value_bytes must be at most 64 MiB".into()));
+        }
+        if self.request_timeout_ms == 0 || self.heartbeat_interval_ms == 0 {
+            return Err(ConfigError(
+                "timeouts and intervals must be positive".into(),
+            ));
+        }
+        if self.failure_timeout_ms < 2 * self.heartbeat_interval_ms {
+            return Err(ConfigError(format!(
+                "failure_timeout_ms ({}) must be at least twice heartbeat_interval_ms ({})",
+                self.failure_timeout_ms, self.heartbeat_interval_ms
+            )));
+        }
+        if !matches!(self.durability.as_str(), "fsync" | "relaxed") {
+            return Err(ConfigError(format!(
+                "durability is {:?}; use \"fsync\" or \"relaxed\"",
+                self.durability
+            )));
+        }
+        self.fault.validate().map_err(ConfigError)?;
+        Ok((id, peers))
+    }
+
+    /// The address peers and clients should use.
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The CA certificate path (explicit or default).
+    pub fn ca_path(&self) -> PathBuf {
+        self.ca_cert
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls").join("ca.pem"))
+    }
+
+    /// The node certificate path (explicit or default).
+    pub fn cert_path(&self) -> PathBuf {
+        self.cert
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls").join("node.pem"))
+    }
+
+    /// The node key path (explicit or default).
+    pub fn key_path(&self) -> PathBuf {
+        self.key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls").join("node.key.pem"))
+    }
+
+    /// Size limits as configured.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+    pub fn failure_timeout(&self) -> Duration {
+        Duration::from_millis(self.failure_timeout_ms)
+    }
+    pub fn read_repair_window(&self) -> Duration {
+        Duration::from_millis(self.read_repair_window_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> NodeConfig {
+        NodeConfig {
+            id: "n1".into(),
+            data_dir: "/tmp/x".into(),
+            peers: vec!["n2@127.0.0.1:7002".into(), "n3@127.0.0.1:7003".into()],
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_three_node_config_validates() {
+        let (id, peers) = base().validate().unwrap();
+        assert_eq!(id.as_str(), "n1");
+        assert_eq!(peers.len(), 2);
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_a_sentence() {
+        let mut c = base();
+        c.replicas = 4;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("N must be between 1"));
+        let mut c = base();
+        c.peers.push("garbage".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("id@host:port"));
+        let mut c = base();
+        c.partitions = 48;
+        assert!(c.validate().is_err());
+        let mut c = base();
+        c.durability = "sometimes".into();
+        assert!(c.validate().is_err());
+        let mut c = base();
+        c.id = "Bad Id".into();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn toml_round_trip_with_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "id = \"n1\"\ndata_dir = \"data\"\npeers = [\"n2@127.0.0.1:7002\"]\nreplicas = 2\n",
+        )
+        .unwrap();
+        let c = NodeConfig::from_file(&path).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        c.validate().unwrap();
+    }
+}

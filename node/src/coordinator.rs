@@ -1,0 +1,410 @@
+//! The coordinator: runs a client's read or write against the key's replicas and
+//! answers once R (or W) of them have (Dynamo §4.5).
+//!
+//! Write path: a write must be coordinated by one of the key's replicas, because the
+//! coordinator mints the new version's dot; any other node forwards it to the first
+//! reachable replica. The coordinator applies the write locally (read-modify-write under
+//! the key's lock, fsync'd), then sends the resulting state to the other replicas, which
+//! merge it durably and acknowledge. W acknowledgements (its own included) answer the
+//! client; replicas still in flight keep going in the background.
+//!
+//! Read path: any node asks every replica for its state and answers once R have replied,
+//! with the merge of their states. Then read repair (Dynamo §4.7): it keeps listening to
+//! the remaining replicas for a short window and sends the merged state to every replica
+//! that answered with less.
+//!
+//! A request fails fast, before touching any replica, when the failure detector already
+//! knows that fewer than R/W replicas are up; otherwise it fails at its deadline. A
+//! failed write may still have been stored on some replicas (as in Dynamo and
+//! Cassandra): the client did not get an acknowledgement, not a rollback.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dynakv_common::quorum::{Progress, QuorumTracker};
+use dynakv_common::version::Versioned;
+use dynakv_common::wire::{
+    ErrorCode, GetRequest, GetResponse, PutRequest, PutResponse, Request, Response, WireError,
+};
+use dynakv_common::NodeId;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::metrics::bump;
+use crate::node::NodeState;
+
+/// Longest deadline a client may ask for.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error(WireError::new(code, message))
+}
+
+fn invalid(e: dynakv_common::Error) -> Response {
+    let code = match e {
+        dynakv_common::Error::TooLarge { .. } => ErrorCode::TooLarge,
+        _ => ErrorCode::InvalidRequest,
+    };
+    error(code, e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn deadline(node: &NodeState, timeout_ms: Option<u32>) -> (Instant, Duration) {
+    let timeout = timeout_ms
+        .map(|ms| Duration::from_millis(u64::from(ms)))
+        .unwrap_or_else(|| node.config.request_timeout())
+        .min(MAX_REQUEST_TIMEOUT);
+    (Instant::now() + timeout, timeout)
+}
+
+fn reasons(tracker: &QuorumTracker) -> String {
+    if tracker.failures().is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = tracker
+        .failures()
+        .iter()
+        .map(|(id, why)| format!("{id}: {why}"))
+        .collect();
+    format!(" ({})", list.join("; "))
+}
+
+/// Coordinates a client read.
+pub async fn get(node: Arc<NodeState>, req: GetRequest) -> Response {
+    bump(&node.counters.gets);
+    if let Err(e) = node.limits.check_key(&req.key) {
+        return invalid(e);
+    }
+    let n = node.n;
+    let r = match req.r.resolve(n, "R") {
+        Ok(r) => r,
+        Err(e) => return invalid(e),
+    };
+    let (deadline, timeout) = deadline(&node, req.timeout_ms);
+    let replicas = node.membership.ring().preference_list_for_key(&req.key, n);
+    let up = replicas
+        .iter()
+        .filter(|id| node.membership.is_up(id))
+        .count();
+    if up < r {
+        bump(&node.counters.read_quorum_misses);
+        return error(
+            ErrorCode::QuorumNotReached,
+            format!(
+                "read quorum not reached: only {up} of {n} replicas are reachable, {r} required"
+            ),
+        );
+    }
+
+    let (tx, mut rx) = mpsc::channel(replicas.len());
+    for peer in replicas.iter().cloned() {
+        let node = node.clone();
+        let tx = tx.clone();
+        let key = req.key.clone();
+        tokio::spawn(async move {
+            let result = read_replica(&node, &peer, key, timeout).await;
+            let _ = tx.send((peer, result)).await;
+        });
+    }
+    drop(tx);
+
+    let mut tracker = QuorumTracker::new(r, replicas.len());
+    let mut answers: Vec<(NodeId, Option<Versioned>)> = Vec::new();
+    let mut progress = Progress::Pending;
+    while progress == Progress::Pending {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((peer, Ok(state)))) => {
+                answers.push((peer.clone(), state));
+                progress = tracker.record(peer, Ok(()));
+            }
+            Ok(Some((peer, Err(why)))) => progress = tracker.record(peer, Err(why)),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if progress != Progress::Reached {
+        bump(&node.counters.read_quorum_misses);
+        return error(
+            ErrorCode::QuorumNotReached,
+            format!(
+                "read quorum not reached: {} of {n} replicas answered within {timeout:?}, {r} required{}",
+                tracker.ok_count(),
+                reasons(&tracker)
+            ),
+        );
+    }
+
+    let merged = merge_all(&answers);
+    let values: Vec<Vec<u8>> = merged
+        .live_values()
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    if values.len() > 1 {
+        bump(&node.counters.reads_with_siblings);
+    }
+    let response = Response::Get(GetResponse {
+        values,
+        context: merged.clock().clone(),
+        replicas_answered: tracker.ok_count() as u8,
+    });
+
+    let window = node.config.read_repair_window();
+    if !window.is_zero() {
+        tokio::spawn(read_repair(node, req.key, answers, rx, window));
+    }
+    response
+}
+
+/// The merge of every state among replica answers.
+fn merge_all(answers: &[(NodeId, Option<Versioned>)]) -> Versioned {
+    let mut merged = Versioned::new();
+    for state in answers.iter().filter_map(|(_, s)| s.as_ref()) {
+        merged.merge(state);
+    }
+    merged
+}
+
+async fn read_replica(
+    node: &NodeState,
+    peer: &NodeId,
+    key: Vec<u8>,
+    timeout: Duration,
+) -> Result<Option<Versioned>, String> {
+    if peer == node.membership.me() {
+        return node.replica.read(&key).await.map_err(|e| e.to_string());
+    }
+    match node
+        .transport
+        .call(peer, &Request::ReplicaGet { key }, timeout)
+        .await
+    {
+        Ok(Response::ReplicaState(state)) => {
+            node.membership.record_ok(peer);
+            Ok(state)
+        }
+        Ok(Response::Error(e)) => {
+            node.membership.record_ok(peer);
+            Err(e.message)
+        }
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => {
+            node.membership.record_failure(peer);
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Waits for the replicas that had not answered yet, then sends the merged state to every
+/// replica that answered with less than it.
+async fn read_repair(
+    node: Arc<NodeState>,
+    key: Vec<u8>,
+    mut answers: Vec<(NodeId, Option<Versioned>)>,
+    mut rx: mpsc::Receiver<(NodeId, Result<Option<Versioned>, String>)>,
+    window: Duration,
+) {
+    let until = Instant::now() + window;
+    while let Ok(Some((peer, result))) = tokio::time::timeout_at(until, rx.recv()).await {
+        if let Ok(state) = result {
+            answers.push((peer, state));
+        }
+    }
+    let merged = merge_all(&answers);
+    if merged == Versioned::new() {
+        return;
+    }
+    let digest = merged.digest();
+    for (peer, state) in answers {
+        if state.as_ref().map(Versioned::digest) == Some(digest) {
+            continue;
+        }
+        let result = write_replica(&node, &peer, key.clone(), merged.clone(), window).await;
+        match result {
+            Ok(()) => {
+                bump(&node.counters.read_repairs);
+                debug!(peer = %peer, "read repair sent");
+            }
+            Err(why) => debug!(peer = %peer, cause = %why, "read repair failed"),
+        }
+    }
+}
+
+async fn write_replica(
+    node: &NodeState,
+    peer: &NodeId,
+    key: Vec<u8>,
+    state: Versioned,
+    timeout: Duration,
+) -> Result<(), String> {
+    if peer == node.membership.me() {
+        return node
+            .replica
+            .merge(key, state)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    match node
+        .transport
+        .call(peer, &Request::ReplicaPut { key, state }, timeout)
+        .await
+    {
+        Ok(Response::Ack) => {
+            node.membership.record_ok(peer);
+            Ok(())
+        }
+        Ok(Response::Error(e)) => {
+            node.membership.record_ok(peer);
+            Err(e.message)
+        }
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => {
+            node.membership.record_failure(peer);
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Coordinates a client write or delete.
+pub async fn put(node: Arc<NodeState>, req: PutRequest) -> Response {
+    bump(&node.counters.puts);
+    if let Err(e) = node.limits.check_key(&req.key) {
+        return invalid(e);
+    }
+    if let Some(v) = &req.value {
+        if let Err(e) = node.limits.check_value(v) {
+            return invalid(e);
+        }
+    }
+    let n = node.n;
+    let w = match req.w.resolve(n, "W") {
+        Ok(w) => w,
+        Err(e) => return invalid(e),
+    };
+    let (deadline, timeout) = deadline(&node, req.timeout_ms);
+    let replicas = node.membership.ring().preference_list_for_key(&req.key, n);
+    let me = node.membership.me().clone();
+    if !replicas.contains(&me) {
+        return forward(node, req, replicas, deadline).await;
+    }
+    let up = replicas
+        .iter()
+        .filter(|id| node.membership.is_up(id))
+        .count();
+    if up < w {
+        bump(&node.counters.write_quorum_misses);
+        return error(
+            ErrorCode::QuorumNotReached,
+            format!(
+                "write quorum not reached: only {up} of {n} replicas are reachable, {w} required (nothing was written)"
+            ),
+        );
+    }
+
+    let context = req.context.clone().unwrap_or_default();
+    let state = match node
+        .replica
+        .coordinate(req.key.clone(), context, req.value, now_ms())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(cause = %e, "local write failed");
+            return error(
+                ErrorCode::Storage,
+                format!("write failed on the coordinator: {e}"),
+            );
+        }
+    };
+
+    let mut tracker = QuorumTracker::new(w, replicas.len());
+    let mut progress = tracker.record(me.clone(), Ok(()));
+    let others: Vec<NodeId> = replicas.iter().filter(|id| **id != me).cloned().collect();
+    let (tx, mut rx) = mpsc::channel(others.len().max(1));
+    for peer in others {
+        let node = node.clone();
+        let tx = tx.clone();
+        let key = req.key.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let result = write_replica(&node, &peer, key, state, timeout).await;
+            let _ = tx.send((peer, result)).await;
+        });
+    }
+    drop(tx);
+    while progress == Progress::Pending {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((peer, result))) => progress = tracker.record(peer, result),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if progress != Progress::Reached {
+        bump(&node.counters.write_quorum_misses);
+        return error(
+            ErrorCode::QuorumNotReached,
+            format!(
+                "write quorum not reached: {} of {n} replicas acknowledged within {timeout:?}, {w} required; the write may still be stored on the replicas that acknowledged{}",
+                tracker.ok_count(),
+                reasons(&tracker)
+            ),
+        );
+    }
+    Response::Put(PutResponse {
+        context: state.clock().clone(),
+        replicas_acked: tracker.ok_count() as u8,
+    })
+}
+
+/// Hands a write to a replica of its key, trying them in preference order.
+async fn forward(
+    node: Arc<NodeState>,
+    mut req: PutRequest,
+    replicas: Vec<NodeId>,
+    deadline: Instant,
+) -> Response {
+    if req.forwarded {
+        return error(
+            ErrorCode::Internal,
+            "a forwarded write reached a node that is not its replica: the nodes disagree on membership",
+        );
+    }
+    bump(&node.counters.puts_forwarded);
+    req.forwarded = true;
+    let request = Request::Put(req);
+    let mut why = Vec::new();
+    for peer in replicas.iter().filter(|id| node.membership.is_up(id)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match node.transport.call(peer, &request, left).await {
+            Ok(resp) => {
+                node.membership.record_ok(peer);
+                return resp;
+            }
+            Err(e) => {
+                node.membership.record_failure(peer);
+                why.push(format!("{peer}: {e}"));
+            }
+        }
+    }
+    bump(&node.counters.write_quorum_misses);
+    error(
+        ErrorCode::QuorumNotReached,
+        format!(
+            "write quorum not reached: no replica of the key could coordinate the write ({})",
+            if why.is_empty() {
+                "none reachable".to_string()
+            } else {
+                why.join("; ")
+            }
+        ),
+    )
+}

@@ -1,0 +1,214 @@
+//! `dynakv-node dev`: a local cluster in one command, for trying dynakv out.
+//!
+//! Creates (once) a cluster CA, node and client certificates and one config file per
+//! node under a directory (default `./dynakv-dev`), starts each node as its own
+//! `dynakv-node run` process on 127.0.0.1, writes `client.toml` so that `dynakv` run
+//! from the same directory finds the cluster with no flags, waits until every node sees
+//! every other one, and stops the nodes on Ctrl-C. Nodes are real processes: `kill -9`
+//! one to watch the cluster route around it, and restart it with the printed command.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use dynakv_client::{Client, ClientOptions};
+use tokio::process::{Child, Command};
+
+use crate::config::NodeConfig;
+
+/// Settings of a local development cluster.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Where certificates, configs, data and logs go.
+    pub dir: PathBuf,
+    /// How many nodes.
+    pub nodes: usize,
+    /// Port of the first node; the others follow.
+    pub base_port: u16,
+    /// Replicas per key (N), at most `nodes`.
+    pub replicas: usize,
+}
+
+/// The client configuration file `dynakv` reads.
+pub const CLIENT_CONFIG: &str = "client.toml";
+
+fn node_ids(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("n{i}")).collect()
+}
+
+/// Writes certificates and config files; returns the config path of each node.
+pub fn prepare(opts: &DevOptions) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    if opts.nodes == 0 || opts.replicas == 0 || opts.replicas > opts.nodes {
+        bail!(
+            "a dev cluster needs at least one node and 1 <= replicas <= nodes (got {} nodes, {} replicas)",
+            opts.nodes,
+            opts.replicas
+        );
+    }
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+    let ids = node_ids(opts.nodes);
+    let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    crate::certs::ensure_dev_certs(&opts.dir, &ids, &hosts)?;
+    let addr = |i: usize| format!("127.0.0.1:{}", opts.base_port as usize + i);
+    let peers: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| format!("{id}@{}", addr(i)))
+        .collect();
+    let mut configs = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let config = NodeConfig {
+            id: id.clone(),
+            listen: addr(i).parse()?,
+            data_dir: PathBuf::from("data"),
+            ca_cert: Some("ca.pem".into()),
+            cert: Some("node.pem".into()),
+            key: Some("node.key.pem".into()),
+            peers: peers.clone(),
+            replicas: opts.replicas,
+            ..NodeConfig::default()
+        };
+        let path = opts.dir.join(id).join("node.toml");
+        std::fs::write(&path, toml::to_string_pretty(&config)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        configs.push((id.clone(), path));
+    }
+    let nodes: Vec<String> = (0..opts.nodes).map(addr).collect();
+    let client = format!(
+        "# Written by `dynakv-node dev`: how `dynakv` reaches this cluster.\n\
+         nodes = {nodes:?}\nca = \"client/ca.pem\"\ncert = \"client/client.pem\"\nkey = \"client/client.key.pem\"\n"
+    );
+    std::fs::write(opts.dir.join(CLIENT_CONFIG), client)?;
+    Ok(configs)
+}
+
+fn spawn_node(exe: &Path, id: &str, config: &Path) -> anyhow::Result<Child> {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))
+        .with_context(|| format!("cannot open the log of {id}"))?;
+    let child = Command::new(exe)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {id}"))?;
+    Ok(child)
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+}
+
+/// Runs the dev cluster until Ctrl-C or SIGTERM.
+pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
+    let configs = prepare(&opts)?;
+    let exe = std::env::current_exe().context("cannot find the dynakv-node executable")?;
+    let mut children = Vec::new();
+    for (id, path) in &configs {
+        let child = spawn_node(&exe, id, path)?;
+        println!(
+            "started {id} (pid {}) on 127.0.0.1:{}  log: {}",
+            child.id().unwrap_or(0),
+            opts.base_port as usize + children.len(),
+            path.with_file_name("node.log").display()
+        );
+        children.push((id.clone(), path.clone(), Some(child)));
+    }
+
+    let dir = opts.dir.display();
+    match wait_until_ready(&opts).await {
+        Ok(()) => println!(
+            "\ndynakv dev cluster is up: {} nodes, N={}.\n\
+             From this directory, try:\n\
+             \x20 ./target/release/dynakv put cart:1 apples\n\
+             \x20 ./target/release/dynakv get cart:1\n\
+             \x20 ./target/release/dynakv status\n\
+             (the CLI reads {dir}/{CLIENT_CONFIG}). Ctrl-C stops the cluster.",
+            opts.nodes, opts.replicas
+        ),
+        Err(e) => eprintln!("warning: the cluster is not fully up yet: {e:#}"),
+    }
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut poll = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            _ = poll.tick() => {}
+        }
+        for (id, path, slot) in children.iter_mut() {
+            if let Some(child) = slot {
+                if let Ok(Some(status)) = child.try_wait() {
+                    println!(
+                        "{id} exited ({status}); restart it with:\n  {} run --config {}",
+                        exe.display(),
+                        path.display()
+                    );
+                    *slot = None;
+                }
+            }
+        }
+    }
+    println!("stopping the cluster...");
+    for (_, _, child) in children
+        .iter()
+        .filter_map(|(i, p, c)| c.as_ref().map(|c| (i, p, c)))
+    {
+        terminate(child);
+    }
+    for (id, _, slot) in children.iter_mut() {
+        if let Some(child) = slot {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!("{id} did not stop within 10 s; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Polls until every node reports every member up, or 30 s pass.
+async fn wait_until_ready(opts: &DevOptions) -> anyhow::Result<()> {
+    let settings = dynakv_client::settings::Settings::from_file(&opts.dir.join(CLIENT_CONFIG))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let mut ready = 0;
+        for node in &settings.nodes {
+            let mut one = ClientOptions::new(vec![node.clone()], settings.tls_config()?);
+            one.connect_timeout = Duration::from_millis(500);
+            one.request_timeout = Duration::from_secs(2);
+            match Client::connect(one).await {
+                Ok(client) => match client.status().await {
+                    Ok(s) if s.members.iter().all(|m| m.up) => ready += 1,
+                    Ok(_) => last = format!("{node} does not see every member yet"),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if ready == settings.nodes.len() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("{last}")
+}

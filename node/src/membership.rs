@@ -1,0 +1,187 @@
+//! Membership and failure detection.
+//!
+//! Membership is static for now: every node is configured with the same set of members
+//! (`id@host:port`), from which each computes the same [`Ring`]. The ring is held as a
+//! value behind a lock so that a later membership protocol can swap it.
+//!
+//! The failure detector is timeout-based: each node pings every peer on a fixed
+//! interval over the peer connections, and every peer request also counts. A peer is
+//! *down* once it has failed at least once and has not answered successfully for
+//! `failure_timeout`; it is *up* again on its first success. Peers never heard from are
+//! presumed up, so a cluster is usable as soon as it starts. The rule lives in
+//! [`PeerHealth`], a plain value that takes `now` as an argument.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use dynakv_common::{NodeId, Ring};
+
+/// What the failure detector knows of one peer.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerHealth {
+    last_ok: Instant,
+    failing_since: Option<Instant>,
+}
+
+impl PeerHealth {
+    /// A peer first seen at `now`, presumed up.
+    pub fn new(now: Instant) -> PeerHealth {
+        PeerHealth {
+            last_ok: now,
+            failing_since: None,
+        }
+    }
+
+    /// A successful answer at `now`.
+    pub fn record_ok(&mut self, now: Instant) {
+        self.last_ok = now;
+        self.failing_since = None;
+    }
+
+    /// A failed request or ping at `now`.
+    pub fn record_failure(&mut self, now: Instant) {
+        self.failing_since.get_or_insert(now);
+    }
+
+    /// Whether the peer counts as up at `now`.
+    pub fn is_up(&self, now: Instant, failure_timeout: Duration) -> bool {
+        match self.failing_since {
+            None => true,
+            Some(_) => now.saturating_duration_since(self.last_ok) < failure_timeout,
+        }
+    }
+}
+
+/// The cluster as this node sees it.
+pub struct Membership {
+    /// This node.
+    me: NodeId,
+    /// Every member, this node included, with its advertised address.
+    addrs: BTreeMap<NodeId, String>,
+    /// Current placement.
+    ring: RwLock<Arc<Ring>>,
+    /// Failure detector state per peer.
+    health: Mutex<BTreeMap<NodeId, PeerHealth>>,
+    failure_timeout: Duration,
+}
+
+impl Membership {
+    /// Static membership from configuration.
+    pub fn new(
+        me: NodeId,
+        addrs: BTreeMap<NodeId, String>,
+        ring: Ring,
+        failure_timeout: Duration,
+    ) -> Membership {
+        let now = Instant::now();
+        let health = addrs
+            .keys()
+            .filter(|id| **id != me)
+            .map(|id| (id.clone(), PeerHealth::new(now)))
+            .collect();
+        Membership {
+            me,
+            addrs,
+            ring: RwLock::new(Arc::new(ring)),
+            health: Mutex::new(health),
+            failure_timeout,
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> Arc<Ring> {
+        match self.ring.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// A member's advertised address.
+    pub fn addr(&self, id: &NodeId) -> Option<&str> {
+        self.addrs.get(id).map(String::as_str)
+    }
+
+    /// Every member with its address.
+    pub fn members(&self) -> &BTreeMap<NodeId, String> {
+        &self.addrs
+    }
+
+    /// The other members.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.addrs
+            .keys()
+            .filter(|id| **id != self.me)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a member is up (this node always is).
+    pub fn is_up(&self, id: &NodeId) -> bool {
+        if *id == self.me {
+            return true;
+        }
+        let now = Instant::now();
+        self.with_health(|h| {
+            h.get(id)
+                .map(|p| p.is_up(now, self.failure_timeout))
+                .unwrap_or(false)
+        })
+    }
+
+    /// Feeds a successful exchange with a peer into the detector; returns true if the
+    /// peer was down before.
+    pub fn record_ok(&self, id: &NodeId) -> bool {
+        let now = Instant::now();
+        self.with_health(|h| {
+            h.get_mut(id).is_some_and(|p| {
+                let was_down = !p.is_up(now, self.failure_timeout);
+                p.record_ok(now);
+                was_down
+            })
+        })
+    }
+
+    /// Feeds a failed exchange with a peer into the detector.
+    pub fn record_failure(&self, id: &NodeId) {
+        let now = Instant::now();
+        self.with_health(|h| {
+            if let Some(p) = h.get_mut(id) {
+                p.record_failure(now);
+            }
+        })
+    }
+
+    fn with_health<R>(&self, f: impl FnOnce(&mut BTreeMap<NodeId, PeerHealth>) -> R) -> R {
+        match self.health.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_down_only_after_failing_for_the_timeout() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(2);
+        let mut h = PeerHealth::new(t0);
+        assert!(
+            h.is_up(t0 + Duration::from_secs(10), timeout),
+            "never failed: presumed up"
+        );
+        h.record_failure(t0 + Duration::from_secs(1));
+        assert!(h.is_up(t0 + Duration::from_secs(1), timeout));
+        assert!(!h.is_up(t0 + Duration::from_secs(3), timeout));
+        h.record_ok(t0 + Duration::from_secs(4));
+        assert!(h.is_up(t0 + Duration::from_secs(4), timeout));
+    }
+}

@@ -1,0 +1,216 @@
+//! A running node: builds every part from a [`NodeConfig`], owns their tasks, and stops
+//! them on one signal.
+//!
+//! `Node::start(config)` opens storage, loads TLS, binds the QUIC endpoint, and spawns
+//! the server and the failure detector; it returns a [`NodeHandle`] whose
+//! [`NodeHandle::shutdown`] stops accepting, lets in-flight requests finish, persists
+//! storage and waits for every task.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynakv_common::limits::Limits;
+use dynakv_common::wire::{Request, Response, ALPN};
+use dynakv_common::{NodeId, Ring};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::config::NodeConfig;
+use crate::membership::Membership;
+use crate::metrics::Counters;
+use crate::replica::Replica;
+use crate::storage::{Durability, Storage, StorageOptions};
+use crate::tls::NodeTls;
+use crate::transport::Transport;
+
+/// Shared state of a node, handed to every request handler and background task.
+pub struct NodeState {
+    /// The configuration the node started with.
+    pub config: NodeConfig,
+    /// Replicas per key (N).
+    pub n: usize,
+    /// Key and value size limits.
+    pub limits: Limits,
+    /// Members, ring and failure detector.
+    pub membership: Membership,
+    /// This node's versioned store.
+    pub replica: Replica,
+    /// Outgoing peer requests.
+    pub transport: Transport,
+    /// Operator-facing counters.
+    pub counters: Counters,
+    /// Permits for requests in flight; none left means "overloaded".
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// A running node; dropping it without `shutdown` leaves the tasks running until exit.
+pub struct NodeHandle {
+    /// The shared state (for tests and embedding).
+    pub state: Arc<NodeState>,
+    /// The address the endpoint is bound to.
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    endpoint: quinn::Endpoint,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Replica(#[from] crate::replica::ReplicaError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl NodeHandle {
+    /// Starts a node.
+    pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
+        let (me, peers) = config.validate()?;
+        let tls = NodeTls::load(&config.ca_path(), &config.cert_path(), &config.key_path())?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StartError::Other(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let durability = if config.durability == "relaxed" {
+            Durability::Relaxed
+        } else {
+            Durability::Fsync
+        };
+        let storage = Storage::open(
+            &config.data_dir.join("store"),
+            StorageOptions { durability },
+        )?;
+        let replica = Replica::open(storage, me.as_str()).await?;
+
+        let mut addrs: BTreeMap<NodeId, String> = peers
+            .iter()
+            .map(|p| (p.id.clone(), p.addr.clone()))
+            .collect();
+        addrs.insert(me.clone(), config.advertised());
+        let ids: Vec<NodeId> = addrs.keys().cloned().collect();
+        let ring =
+            Ring::new(config.partitions, &ids).map_err(|e| StartError::Other(e.to_string()))?;
+
+        let server_config = tls.server_config(ALPN)?;
+        let mut endpoint =
+            quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+                StartError::Bind {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
+        endpoint.set_default_client_config(tls.client_config(ALPN)?);
+        let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+        let limits = config.limits();
+        let peer_addrs: HashMap<NodeId, String> = peers
+            .iter()
+            .map(|p| (p.id.clone(), p.addr.clone()))
+            .collect();
+        let transport = Transport::new(
+            endpoint.clone(),
+            peer_addrs,
+            limits.max_frame_bytes(),
+            config.fault.clone(),
+        );
+        let state = Arc::new(NodeState {
+            n: config.replicas,
+            limits,
+            membership: Membership::new(me.clone(), addrs, ring, config.failure_timeout()),
+            replica,
+            transport,
+            counters: Counters::default(),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+        });
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(crate::server::serve(
+            state.clone(),
+            endpoint.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(heartbeat(state.clone(), stop_rx));
+        info!(node = %me, addr = %local_addr, actor = %state.replica.actor(), "node started");
+        Ok(NodeHandle {
+            state,
+            local_addr,
+            stop,
+            tasks,
+            endpoint,
+        })
+    }
+
+    /// Stops accepting work, waits for in-flight requests (bounded), persists storage.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        // Let requests that are being served finish, but not forever.
+        let all = self.state.config.max_in_flight as u32;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.state.in_flight.acquire_many(all),
+        )
+        .await;
+        while self.tasks.join_next().await.is_some() {}
+        self.endpoint.close(0u32.into(), b"node shutting down");
+        if let Err(e) = self.state.replica.storage().close().await {
+            tracing::error!(cause = %e, "storage did not close cleanly");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        info!(node = %self.state.membership.me(), "node stopped");
+    }
+}
+
+/// The failure detector's probe loop: ping every peer each interval.
+async fn heartbeat(node: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+    let interval = node.config.heartbeat_interval();
+    let timeout = node.config.failure_timeout() / 2;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for peer in node.membership.peers() {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let ping = Request::Ping {
+                    from: node.membership.me().clone(),
+                };
+                match node.transport.call(&peer, &ping, timeout).await {
+                    Ok(Response::Pong) => {
+                        if node.membership.record_ok(&peer) {
+                            info!(peer = %peer, "peer is up");
+                        }
+                    }
+                    _ => {
+                        let was_up = node.membership.is_up(&peer);
+                        node.membership.record_failure(&peer);
+                        if was_up && !node.membership.is_up(&peer) {
+                            tracing::warn!(peer = %peer, "peer is down");
+                        }
+                    }
+                }
+            });
+        }
+    }
+}

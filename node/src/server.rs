@@ -1,0 +1,191 @@
+//! The serving side of the transport: accept connections, read one request frame per
+//! stream, dispatch it, write one response frame.
+//!
+//! Every stream is bounded: a frame over the size limit is refused from its header,
+//! before its body is read; bytes that do not decode are answered with an error; a
+//! failed handshake (wrong CA, wrong protocol version) is logged and dropped. A
+//! semaphore caps the requests in flight; past it the node answers "unavailable"
+//! instead of queueing without bound.
+
+use std::sync::Arc;
+
+use dynakv_client::conn::{read_frame, write_frame, FrameError};
+use dynakv_common::codec;
+use dynakv_common::wire::{ErrorCode, Request, Response, StatusResponse, WireError};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::metrics::bump;
+use crate::node::NodeState;
+use crate::{coordinator, replica::ReplicaError};
+
+/// Accepts connections until `stop` turns true.
+pub async fn serve(
+    node: Arc<NodeState>,
+    endpoint: quinn::Endpoint,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = stop.changed() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let node = node.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => serve_connection(node, conn, stop).await,
+                Err(e) => info!(peer = %remote, cause = %e, "handshake refused"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    node: Arc<NodeState>,
+    conn: quinn::Connection,
+    mut stop: watch::Receiver<bool>,
+) {
+    let remote = conn.remote_address();
+    debug!(peer = %remote, "connection accepted");
+    loop {
+        let stream = tokio::select! {
+            s = conn.accept_bi() => s,
+            _ = stop.changed() => {
+                conn.close(0u32.into(), b"node shutting down");
+                break;
+            }
+        };
+        match stream {
+            Ok((send, recv)) => {
+                tokio::spawn(serve_stream(node.clone(), send, recv));
+            }
+            Err(e) => {
+                debug!(peer = %remote, cause = %e, "connection closed");
+                break;
+            }
+        }
+    }
+}
+
+async fn serve_stream(
+    node: Arc<NodeState>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let max_frame = node.limits.max_frame_bytes();
+    let response = match read_frame::<Request>(&mut recv, max_frame).await {
+        Ok(Some(req)) => match node.in_flight.clone().try_acquire_owned() {
+            Ok(_permit) => dispatch(&node, req).await,
+            Err(_) => {
+                bump(&node.counters.overload_refusals);
+                Response::Error(WireError::new(
+                    ErrorCode::Unavailable,
+                    "node overloaded: too many requests in flight; retry later or use another node",
+                ))
+            }
+        },
+        Ok(None) => return,
+        Err(FrameError::TooLarge(e)) => {
+            bump(&node.counters.bad_frames);
+            let _ = recv.stop(0u32.into());
+            Response::Error(WireError::new(
+                ErrorCode::TooLarge,
+                format!("request refused: {e}"),
+            ))
+        }
+        Err(FrameError::Malformed(why)) => {
+            bump(&node.counters.bad_frames);
+            Response::Error(WireError::new(
+                ErrorCode::InvalidRequest,
+                format!("request refused: {why}"),
+            ))
+        }
+        Err(FrameError::Io(why)) => {
+            debug!(cause = %why, "stream failed before a request was read");
+            return;
+        }
+    };
+    let frame = match codec::encode_frame(&response, max_frame) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(cause = %e, "response too large to send");
+            match codec::encode_frame(
+                &Response::Error(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!("response refused: {e}"),
+                )),
+                max_frame,
+            ) {
+                Ok(f) => f,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(e) = write_frame(&mut send, &frame).await {
+        debug!(cause = %e, "could not send response");
+    }
+}
+
+fn storage_error(e: ReplicaError) -> Response {
+    Response::Error(WireError::new(ErrorCode::Storage, e.to_string()))
+}
+
+async fn dispatch(node: &Arc<NodeState>, req: Request) -> Response {
+    match req {
+        Request::Get(g) => coordinator::get(node.clone(), g).await,
+        Request::Put(p) => coordinator::put(node.clone(), p).await,
+        Request::Status => Response::Status(status(node)),
+        Request::ReplicaGet { key } => {
+            bump(&node.counters.replica_requests);
+            match node.replica.read(&key).await {
+                Ok(state) => Response::ReplicaState(state),
+                Err(e) => storage_error(e),
+            }
+        }
+        Request::ReplicaPut { key, state } => {
+            bump(&node.counters.replica_requests);
+            if let Err(e) = node.limits.check_key(&key) {
+                return Response::Error(WireError::new(ErrorCode::InvalidRequest, e.to_string()));
+            }
+            match node.replica.merge(key, state).await {
+                Ok(_) => Response::Ack,
+                Err(e) => storage_error(e),
+            }
+        }
+        Request::Ping { from } => {
+            node.membership.record_ok(&from);
+            Response::Pong
+        }
+    }
+}
+
+fn status(node: &NodeState) -> StatusResponse {
+    let ring = node.membership.ring();
+    let claims = ring.claims();
+    let members = node
+        .membership
+        .members()
+        .iter()
+        .map(|(id, addr)| dynakv_common::wire::MemberStatus {
+            id: id.clone(),
+            addr: addr.clone(),
+            up: node.membership.is_up(id),
+            partitions: claims.get(id).copied().unwrap_or(0) as u32,
+        })
+        .collect();
+    StatusResponse {
+        node: node.membership.me().clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        replicas: node.n as u8,
+        partitions: ring.partition_count(),
+        members,
+        keys: node
+            .replica
+            .storage()
+            .approximate_len(crate::storage::Space::Data) as u64,
+        counters: node.counters.snapshot(),
+    }
+}

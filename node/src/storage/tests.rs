@@ -1,0 +1,528 @@
+//! The storage contract: what `replica` and the rest of the node rely on.
+
+use super::error::is_disk_full;
+use super::*;
+use std::collections::HashSet;
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+/// Test-only fault injection and pacing for the syncer.
+#[derive(Default)]
+pub(super) struct Hooks {
+    /// If set, the next fsync fails with this OS error code.
+    fail_next_sync: Mutex<Option<i32>>,
+    /// Held by the syncer from before it picks its target until the fsync is done; a
+    /// test holding it pauses group commit deterministically.
+    gate: Mutex<()>,
+}
+
+impl Hooks {
+    pub(super) fn injected_sync_error(&self) -> Option<fjall::Error> {
+        lock(&self.fail_next_sync)
+            .take()
+            .map(|code| fjall::Error::Io(std::io::Error::from_raw_os_error(code)))
+    }
+
+    pub(super) fn sync_gate(&self) -> MutexGuard<'_, ()> {
+        lock(&self.gate)
+    }
+}
+
+fn open(dir: &Path) -> Storage {
+    Storage::open(dir, StorageOptions::default()).expect("open storage")
+}
+
+fn relaxed(dir: &Path) -> Storage {
+    Storage::open(
+        dir,
+        StorageOptions {
+            durability: Durability::Relaxed,
+        },
+    )
+    .expect("open storage")
+}
+
+fn counter(old: Option<&[u8]>) -> u64 {
+    old.map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_get_delete_round_trip_in_each_space_and_spaces_are_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for space in Space::ALL {
+        assert_eq!(s.get(space, b"k").await.unwrap(), None);
+    }
+    for space in Space::ALL {
+        s.put(space, b"k".to_vec(), space.name().as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    for space in Space::ALL {
+        assert_eq!(
+            s.get(space, b"k").await.unwrap().as_deref(),
+            Some(space.name().as_bytes())
+        );
+    }
+    s.delete(Space::Hints, b"k".to_vec()).await.unwrap();
+    assert_eq!(s.get(Space::Hints, b"k").await.unwrap(), None);
+    assert_eq!(
+        s.get(Space::Data, b"k").await.unwrap().as_deref(),
+        Some(&b"data"[..])
+    );
+    assert_eq!(
+        s.get(Space::Meta, b"k").await.unwrap().as_deref(),
+        Some(&b"meta"[..])
+    );
+    // Deleting a missing key is fine; overwriting replaces.
+    s.delete(Space::Hints, b"nope".to_vec()).await.unwrap();
+    s.put(Space::Data, b"k".to_vec(), b"v2".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get(Space::Data, b"k").await.unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    // Empty values are values, not absence.
+    s.put(Space::Meta, b"empty".to_vec(), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get(Space::Meta, b"empty").await.unwrap(),
+        Some(Vec::new())
+    );
+    let st = s.stats();
+    assert_eq!(st.writes_committed, 7);
+    assert_eq!(
+        st.writes_synced, 7,
+        "every acknowledged write is covered by an fsync"
+    );
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_modify_of_one_key_is_serialised() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.modify(Space::Data, b"counter".to_vec(), |old| {
+                let n = counter(old);
+                (Change::Put((n + 1).to_be_bytes().to_vec()), n)
+            })
+            .await
+        }));
+    }
+    let mut seen = HashSet::new();
+    for t in tasks {
+        let old = t.await.unwrap().unwrap();
+        assert!(seen.insert(old), "two writers saw the same old value {old}");
+    }
+    assert_eq!(seen, (0..64).collect::<HashSet<u64>>());
+    let v = s.get(Space::Data, b"counter").await.unwrap();
+    assert_eq!(counter(v.as_deref()), 64);
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn modify_keep_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let r = s
+        .modify(Space::Data, b"k".to_vec(), |old| {
+            (Change::Keep, old.is_none())
+        })
+        .await
+        .unwrap();
+    assert!(r, "missing key reads as None");
+    assert_eq!(s.stats().writes_committed, 0, "Keep writes nothing");
+    s.put(Space::Data, b"k".to_vec(), b"v".to_vec())
+        .await
+        .unwrap();
+    let old = s
+        .modify(Space::Data, b"k".to_vec(), |old| {
+            (Change::Delete, old.map(<[u8]>::to_vec))
+        })
+        .await
+        .unwrap();
+    assert_eq!(old.as_deref(), Some(&b"v"[..]));
+    assert_eq!(s.get(Space::Data, b"k").await.unwrap(), None);
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panicking_modify_closure_is_an_error_and_does_not_wedge_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let err = s
+        .modify(Space::Data, b"k".to_vec(), |_| -> (Change, ()) {
+            panic!("merge bug")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::Task { op: "modify", .. }),
+        "{err}"
+    );
+    s.modify(Space::Data, b"k".to_vec(), |_| {
+        (Change::Put(b"ok".to_vec()), ())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get(Space::Data, b"k").await.unwrap().as_deref(),
+        Some(&b"ok"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        let mut tasks = Vec::new();
+        for i in 0..100u32 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.put(Space::Data, i.to_be_bytes().to_vec(), vec![i as u8; 100])
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        s.put(Space::Meta, b"actor".to_vec(), b"node-a".to_vec())
+            .await
+            .unwrap();
+        s.put(Space::Hints, b"gone".to_vec(), b"x".to_vec())
+            .await
+            .unwrap();
+        s.delete(Space::Hints, b"gone".to_vec()).await.unwrap();
+        s.close().await.unwrap();
+        // Closed means closed, and closing twice is fine.
+        let err = s
+            .put(Space::Data, b"late".to_vec(), b"x".to_vec())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Closed { op: "put" }), "{err}");
+        assert!(matches!(
+            s.get(Space::Data, b"x").await,
+            Err(StorageError::Closed { .. })
+        ));
+        s.close().await.unwrap();
+    }
+    let s = open(dir.path());
+    for i in 0..100u32 {
+        assert_eq!(
+            s.get(Space::Data, &i.to_be_bytes()).await.unwrap(),
+            Some(vec![i as u8; 100])
+        );
+    }
+    assert_eq!(
+        s.get(Space::Meta, b"actor").await.unwrap().as_deref(),
+        Some(&b"node-a"[..])
+    );
+    assert_eq!(s.get(Space::Hints, b"gone").await.unwrap(), None);
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_open_of_the_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let err = Storage::open(dir.path(), StorageOptions::default()).unwrap_err();
+    assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_shares_fsyncs_between_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.put(Space::Data, i.to_be_bytes().to_vec(), b"v".to_vec())
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let st = s.stats();
+    assert_eq!(st.writes_committed, 200);
+    assert_eq!(st.writes_synced, 200);
+    assert!(st.fsyncs < 200, "no grouping: {st:?}");
+    assert!(st.largest_group > 1, "no grouping: {st:?}");
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the test holds the syncer's gate on purpose; the syncer is a plain thread"
+)]
+async fn writers_that_arrive_during_an_fsync_share_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    // Pause the syncer, let 50 writes apply, then release it: at most two fsyncs
+    // (one may already have picked a target of 1 write) cover all 50.
+    let gate = s.inner.shared.test.sync_gate();
+    let mut tasks = Vec::new();
+    for i in 0..50u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.put(Space::Data, i.to_be_bytes().to_vec(), b"v".to_vec())
+                .await
+        }));
+    }
+    while s.stats().writes_committed < 50 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Applied writes are visible before they are durable (and before the ack).
+    assert_eq!(
+        s.get(Space::Data, &7u32.to_be_bytes())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(s.stats().writes_synced, 0);
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "acknowledged before fsync"
+    );
+    drop(gate);
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let st = s.stats();
+    assert!(st.fsyncs <= 2, "{st:?}");
+    assert!(st.largest_group >= 49, "{st:?}");
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_fsync_is_an_error_for_its_writers_never_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.put(Space::Data, b"before".to_vec(), b"v".to_vec())
+        .await
+        .unwrap();
+    *lock(&s.inner.shared.test.fail_next_sync) = Some(libc::EIO);
+    let err = s
+        .put(Space::Data, b"k".to_vec(), b"v".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::SyncFailed { op: "put", .. }),
+        "{err}"
+    );
+    assert!(err.is_fatal());
+    // Sticky: later writes are refused, reads still work, close reports it.
+    let err = s
+        .modify(Space::Data, b"k2".to_vec(), |_| (Change::Put(vec![1]), ()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::SyncFailed { op: "modify", .. }),
+        "{err}"
+    );
+    assert_eq!(
+        s.get(Space::Data, b"before").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert!(matches!(
+        s.close().await,
+        Err(StorageError::SyncFailed { op: "close", .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enospc_on_fsync_is_reported_as_disk_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    *lock(&s.inner.shared.test.fail_next_sync) = Some(libc::ENOSPC);
+    let err = s
+        .put(Space::Data, b"k".to_vec(), b"v".to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::DiskFull { op: "put" }), "{err}");
+    assert!(err.to_string().contains("disk is full"), "{err}");
+    let err = s.delete(Space::Data, b"k".to_vec()).await.unwrap_err();
+    assert!(
+        matches!(err, StorageError::DiskFull { op: "delete" }),
+        "{err}"
+    );
+}
+
+#[test]
+fn disk_full_is_detected_through_wrapped_errors() {
+    let enospc = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+    assert!(is_disk_full(&fjall::Error::Io(enospc())));
+    assert!(is_disk_full(&fjall::Error::Storage(fjall::LsmError::Io(
+        enospc()
+    ))));
+    assert!(!is_disk_full(&fjall::Error::Io(
+        std::io::Error::from_raw_os_error(libc::EIO)
+    )));
+    assert!(matches!(
+        StorageError::engine("put", fjall::Error::Io(enospc())),
+        StorageError::DiskFull { op: "put" }
+    ));
+    assert!(matches!(
+        StorageError::engine("put", fjall::Error::Poisoned),
+        StorageError::Poisoned { op: "put" }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scan_pages_return_every_key_exactly_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    // Insert in a scrambled order, with keys of varying lengths and a decoy space.
+    let mut keys: Vec<Vec<u8>> = (0..500u32)
+        .map(|i| {
+            let x = i.wrapping_mul(2_654_435_761);
+            let mut k = x.to_be_bytes().to_vec();
+            k.truncate(1 + (i as usize % 4));
+            k.push(i as u8);
+            k
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut order = keys.clone();
+    order.reverse();
+    order.rotate_left(137);
+    for k in &order {
+        s.put(Space::Data, k.clone(), k.iter().rev().copied().collect())
+            .await
+            .unwrap();
+        s.put(Space::Hints, k.clone(), b"decoy".to_vec())
+            .await
+            .unwrap();
+    }
+    s.delete(Space::Data, keys[10].clone()).await.unwrap();
+    let mut expected = keys.clone();
+    expected.remove(10);
+
+    assert!(s.scan(Space::Data, None, 0).await.unwrap().is_empty());
+    let mut got = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.scan(Space::Data, after.clone(), 7).await.unwrap();
+        assert!(page.len() <= 7);
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (k, v) in page {
+            assert_eq!(v, k.iter().rev().copied().collect::<Vec<u8>>());
+            got.push(k);
+        }
+    }
+    assert_eq!(got, expected);
+    // `after` need not be a stored key.
+    let page = s
+        .scan(Space::Data, Some(keys[10].clone()), 1)
+        .await
+        .unwrap();
+    assert_eq!(page[0].0, keys[11]);
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relaxed_durability_works_and_persists_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = relaxed(dir.path());
+        assert_eq!(s.durability(), Durability::Relaxed);
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.modify(Space::Data, b"counter".to_vec(), |old| {
+                    (Change::Put((counter(old) + 1).to_be_bytes().to_vec()), ())
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        s.put(Space::Meta, b"m".to_vec(), b"v".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(s.stats().writes_committed, 33);
+        s.close().await.unwrap();
+        assert_eq!(s.stats().writes_synced, 33, "close fsyncs");
+    }
+    let s = relaxed(dir.path());
+    assert_eq!(
+        counter(s.get(Space::Data, b"counter").await.unwrap().as_deref()),
+        32
+    );
+    assert_eq!(
+        s.get(Space::Meta, b"m").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropping_without_close_still_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = relaxed(dir.path());
+        s.put(Space::Data, b"k".to_vec(), b"v".to_vec())
+            .await
+            .unwrap();
+    }
+    let s = open(dir.path());
+    assert_eq!(
+        s.get(Space::Data, b"k").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(s.approximate_len(Space::Data), 1);
+}
+
+/// `cargo test --release -p dynakv-node --lib storage::tests::measure -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement, not a test"]
+async fn measure_fsync_puts_at_concurrency_1_and_64() {
+    const N: usize = 10_000;
+    for concurrency in [1usize, 64] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..concurrency {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut i = w;
+                while i < N {
+                    s.put(
+                        Space::Data,
+                        (i as u64).to_be_bytes().to_vec(),
+                        vec![0u8; 100],
+                    )
+                    .await
+                    .unwrap();
+                    i += concurrency;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = start.elapsed();
+        let st = s.stats();
+        println!(
+            "concurrency {concurrency:>2}: {N} fsync'd puts in {elapsed:.2?} ({:.0} puts/s), {st:?}",
+            N as f64 / elapsed.as_secs_f64()
+        );
+        s.close().await.unwrap();
+    }
+}

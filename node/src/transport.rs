@@ -1,0 +1,150 @@
+//! Peer transport: the only module (with `server`) that names quinn.
+//!
+//! One QUIC endpoint per node serves clients and peers and dials peers. Each node keeps
+//! one long-lived outgoing connection per peer (dialled lazily, re-dialled when it
+//! breaks) and opens one bidirectional stream per request. Peer connections use the
+//! peer's node id as the TLS server name, so a node's certificate must name it.
+//! Outgoing requests pass through the fault layer ([`crate::fault`]) first.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use dynakv_client::conn::{self, ConnError};
+use dynakv_common::wire::{Request, Response};
+use dynakv_common::NodeId;
+
+use crate::fault::{self, FaultConfig, Verdict};
+
+/// Longest time spent dialling a peer before the request counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
+/// Outgoing requests to peers over reused connections.
+pub struct Transport {
+    endpoint: quinn::Endpoint,
+    /// Where each peer listens (`host:port`).
+    addrs: HashMap<NodeId, String>,
+    /// One connection slot per peer; the async mutex makes dialling single-flight.
+    slots: Mutex<HashMap<NodeId, Slot>>,
+    max_frame: usize,
+    /// Injected faults; changeable at run time by experiments.
+    faults: RwLock<FaultConfig>,
+}
+
+impl Transport {
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        addrs: HashMap<NodeId, String>,
+        max_frame: usize,
+        faults: FaultConfig,
+    ) -> Transport {
+        Transport {
+            endpoint,
+            addrs,
+            slots: Mutex::new(HashMap::new()),
+            max_frame,
+            faults: RwLock::new(faults),
+        }
+    }
+
+    /// Replaces the injected faults.
+    pub fn set_faults(&self, faults: FaultConfig) {
+        if let Ok(mut f) = self.faults.write() {
+            *f = faults;
+        }
+    }
+
+    /// The injected faults now in force.
+    pub fn faults(&self) -> FaultConfig {
+        self.faults.read().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    fn slot(&self, peer: &NodeId) -> Slot {
+        let mut slots = match self.slots.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        slots.entry(peer.clone()).or_default().clone()
+    }
+
+    async fn connection(&self, peer: &NodeId) -> Result<quinn::Connection, ConnError> {
+        let slot = self.slot(peer);
+        let mut guard = slot.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+        }
+        *guard = None;
+        let addr = self.addrs.get(peer).ok_or_else(|| ConnError::Connect {
+            addr: peer.to_string(),
+            reason: "not a member".into(),
+        })?;
+        let fail = |reason: String| ConnError::Connect {
+            addr: addr.clone(),
+            reason,
+        };
+        let resolved: SocketAddr = tokio::net::lookup_host(addr.as_str())
+            .await
+            .map_err(|e| fail(format!("cannot resolve: {e}")))?
+            .next()
+            .ok_or_else(|| fail("resolves to no address".into()))?;
+        let connecting = self
+            .endpoint
+            .connect(resolved, peer.as_str())
+            .map_err(|e| fail(e.to_string()))?;
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(fail(conn::describe_connection_error(&e))),
+            Err(_) => return Err(fail(format!("no handshake within {CONNECT_TIMEOUT:?}"))),
+        };
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends one request to a peer and waits at most `timeout` for its answer.
+    pub async fn call(
+        &self,
+        peer: &NodeId,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, ConnError> {
+        let faults = self.faults();
+        if faults.is_active() {
+            let verdict = fault::judge(&faults, peer.as_str(), &mut rand::thread_rng());
+            match verdict {
+                Verdict::Partitioned => {
+                    // Behave like a silent network: the caller waits its deadline out.
+                    tokio::time::sleep(timeout).await;
+                    return Err(ConnError::Timeout {
+                        addr: peer.to_string(),
+                        timeout,
+                    });
+                }
+                Verdict::Lost => {
+                    tokio::time::sleep(timeout).await;
+                    return Err(ConnError::Timeout {
+                        addr: peer.to_string(),
+                        timeout,
+                    });
+                }
+                Verdict::Send(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
+                Verdict::Send(_) => {}
+            }
+        }
+        let work = async {
+            let conn = self.connection(peer).await?;
+            conn::request(&conn, req, self.max_frame, timeout).await
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::Timeout {
+                addr: peer.to_string(),
+                timeout,
+            }),
+        }
+    }
+}

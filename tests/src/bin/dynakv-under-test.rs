@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    dynakv_client::cli::main()
+}

@@ -1,0 +1,197 @@
+//! The `dynakv` command line against a real cluster: output formats and exit codes.
+
+use std::process::{Command, Output};
+
+use crate::harness::{cli_binary, Cluster, ClusterOptions};
+
+fn dynakv(cluster: &Cluster, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(cli_binary());
+    cmd.arg("--config").arg(cluster.client_config()).args(args);
+    cmd.env_remove("DYNAKV_NODES");
+    match stdin {
+        Some(bytes) => {
+            use std::io::Write;
+            cmd.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().expect("run dynakv");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(bytes)
+                .expect("write stdin");
+            child.wait_with_output().expect("dynakv output")
+        }
+        None => cmd.output().expect("run dynakv"),
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "dynakv failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_put_get_delete_and_siblings() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let c = &cluster;
+    tokio::task::block_in_place(|| {
+        let put = json(&dynakv(c, &["--json", "put", "cart:1", "apples"], None));
+        assert!(put["context"].as_str().is_some_and(|t| !t.is_empty()));
+
+        let get = json(&dynakv(c, &["--json", "get", "cart:1"], None));
+        assert_eq!(get["key"], "cart:1");
+        assert_eq!(get["found"], true);
+        assert_eq!(get["values"], serde_json::json!(["apples"]));
+        let ctx = get["context"].as_str().expect("context").to_string();
+
+        // Two writes from the same context: siblings, shown clearly to people.
+        json(&dynakv(
+            c,
+            &["--json", "put", "cart:1", "pears", "--context", &ctx],
+            None,
+        ));
+        json(&dynakv(
+            c,
+            &[
+                "--json",
+                "put",
+                "cart:1",
+                "plums",
+                "--context",
+                &ctx,
+                "--w",
+                "all",
+            ],
+            None,
+        ));
+        let human = dynakv(c, &["get", "cart:1", "--r", "all"], None);
+        let text = String::from_utf8_lossy(&human.stdout);
+        assert!(text.contains("2 siblings"), "{text}");
+        assert!(text.contains("pears") && text.contains("plums"), "{text}");
+        assert!(text.contains("context: "), "{text}");
+
+        // Value from stdin, binary values come back base64-encoded and marked.
+        json(&dynakv(
+            c,
+            &["--json", "put", "bin"],
+            Some(&[0xff, 0xfe, 0x00]),
+        ));
+        let get = json(&dynakv(c, &["--json", "get", "bin", "--r", "3"], None));
+        assert_eq!(get["values"][0]["base64"], "//4A");
+
+        // Delete with the context: not found afterwards.
+        let get = json(&dynakv(c, &["--json", "get", "cart:1"], None));
+        let ctx = get["context"].as_str().expect("context").to_string();
+        json(&dynakv(
+            c,
+            &["--json", "delete", "cart:1", "--context", &ctx],
+            None,
+        ));
+        let get = json(&dynakv(c, &["--json", "get", "cart:1", "--r", "all"], None));
+        assert_eq!(get["found"], false);
+        assert_eq!(get["values"], serde_json::json!([]));
+
+        // Bad arguments fail with one clear line.
+        let bad = dynakv(c, &["get", "k", "--r", "most"], None);
+        assert!(!bad.status.success());
+        let bad = dynakv(c, &["get", "k", "--r", "4"], None);
+        assert!(!bad.status.success());
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(err.contains("invalid R"), "{err}");
+    });
+
+    let status = json(&dynakv(&cluster, &["--json", "status"], None));
+    assert_eq!(status["members"].as_array().map(Vec::len), Some(3));
+
+    cluster.kill(2);
+    cluster.wait_sees_down(0, &[2]).await?;
+    let out = tokio::task::block_in_place(|| {
+        dynakv(
+            &cluster,
+            &[
+                "--node",
+                &cluster.nodes[0].addr,
+                "put",
+                "k",
+                "v",
+                "--w",
+                "all",
+            ],
+            None,
+        )
+    });
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.trim().starts_with("error: write quorum not reached"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_fails_over_to_the_next_node() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    cluster.kill(0);
+    let nodes = cluster
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = tokio::task::block_in_place(|| {
+        let mut cmd = Command::new(cli_binary());
+        cmd.arg("--config")
+            .arg(cluster.client_config())
+            .args(["--json", "put", "k", "v"]);
+        cmd.env("DYNAKV_NODES", &nodes);
+        cmd.output()
+    })?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_prints_throughput_and_percentiles() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let out = tokio::task::block_in_place(|| {
+        dynakv(
+            &cluster,
+            &[
+                "--json",
+                "bench",
+                "--ops",
+                "300",
+                "--concurrency",
+                "8",
+                "--keys",
+                "50",
+                "--read-ratio",
+                "0.5",
+            ],
+            None,
+        )
+    });
+    let report = json(&out);
+    assert_eq!(report["ops"].as_u64(), Some(300));
+    assert_eq!(report["errors"].as_u64(), Some(0));
+    let stats = report["stats"].as_array().expect("stats");
+    assert!(stats.iter().any(|s| s["op"] == "get") && stats.iter().any(|s| s["op"] == "put"));
+    for s in stats {
+        assert!(s["p50_us"].as_u64() <= s["p99_us"].as_u64());
+        assert!(s["p99_us"].as_u64() <= s["p999_us"].as_u64());
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Node loss: quorums keep working, W=all fails clearly, acknowledged writes survive kill -9.
+
+use std::time::Duration;
+
+use crate::harness::{Cluster, ClusterOptions};
+use dynakv_client::{ClientError, ReadOptions, WriteOptions};
+use dynakv_common::quorum::Quorum;
+use dynakv_common::wire::ErrorCode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_survives_a_killed_node_and_all_fails_fast() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let client = cluster.client_from(0).await?;
+    cluster.kill(2);
+
+    // Quorum writes and reads keep working with one of three nodes gone.
+    for i in 0..20 {
+        let key = format!("q{i}");
+        client
+            .put(key.as_bytes(), b"v".to_vec(), WriteOptions::default())
+            .await?;
+        let g = client.get(key.as_bytes(), ReadOptions::default()).await?;
+        assert_eq!(g.values, vec![b"v".to_vec()]);
+    }
+
+    // W=all cannot succeed: it must fail with a clear error, not hang. The outer timeout
+    // only guards the test against a hang; it is not a performance assertion.
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.put(
+            b"all",
+            b"v".to_vec(),
+            WriteOptions {
+                w: Quorum::All,
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .expect("a W=all write with a node down must not hang");
+    match result {
+        Err(ClientError::Server(e)) => {
+            assert_eq!(e.code, ErrorCode::QuorumNotReached);
+            assert!(
+                e.message.starts_with("write quorum not reached"),
+                "{}",
+                e.message
+            );
+            assert!(e.message.contains("3 required"), "{}", e.message);
+        }
+        other => panic!("expected a quorum error, got {other:?}"),
+    }
+    // Same for R=all.
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.get(
+            b"q1",
+            ReadOptions {
+                r: Quorum::All,
+                timeout_ms: None,
+            },
+        ),
+    )
+    .await
+    .expect("an R=all read with a node down must not hang");
+    assert!(
+        matches!(result, Err(ClientError::Server(ref e)) if e.code == ErrorCode::QuorumNotReached),
+        "{result:?}"
+    );
+
+    // Once the detector has marked the node down, W=all is refused before writing.
+    cluster.wait_sees_down(0, &[2]).await?;
+    let err = client
+        .put(
+            b"all2",
+            b"v".to_vec(),
+            WriteOptions {
+                w: Quorum::All,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("W=all must fail with a node down");
+    assert!(err.to_string().contains("nothing was written"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_and_restart() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let client = cluster.client_from(0).await?;
+    // Every replica acknowledged these (W=all), so node 3's disk must have each one.
+    for i in 0..50 {
+        client
+            .put(
+                format!("d{i}").as_bytes(),
+                format!("value-{i}").into_bytes(),
+                WriteOptions {
+                    w: Quorum::All,
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
+    cluster.kill(2);
+    cluster.restart(2).await?;
+    // Now leave node 3 alone: only its own disk can answer.
+    cluster.kill(0);
+    cluster.kill(1);
+    let lonely = cluster.client_only(2).await?;
+    for i in 0..50 {
+        let g = lonely
+            .get(
+                format!("d{i}").as_bytes(),
+                ReadOptions {
+                    r: Quorum::One,
+                    timeout_ms: None,
+                },
+            )
+            .await?;
+        assert_eq!(
+            g.values,
+            vec![format!("value-{i}").into_bytes()],
+            "key d{i} lost by node 3"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_right_after_ack_keeps_the_write() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let client = cluster.client_only(0).await?;
+    // With N=3 on three nodes every node replicates every key, so node 1 coordinates.
+    let key = "w1-key";
+    client
+        .put(
+            key.as_bytes(),
+            b"acked".to_vec(),
+            WriteOptions {
+                w: Quorum::One,
+                ..Default::default()
+            },
+        )
+        .await?;
+    cluster.kill(0);
+    cluster.kill(1);
+    cluster.kill(2);
+    cluster.restart(0).await?;
+    let g = cluster
+        .client_only(0)
+        .await?
+        .get(
+            key.as_bytes(),
+            ReadOptions {
+                r: Quorum::One,
+                timeout_ms: None,
+            },
+        )
+        .await?;
+    assert_eq!(
+        g.values,
+        vec![b"acked".to_vec()],
+        "the coordinator's fsync'd copy survives kill -9"
+    );
+    Ok(())
+}

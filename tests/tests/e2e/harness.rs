@@ -1,0 +1,284 @@
+//! Test harness: a cluster of real `dynakv-node` processes on 127.0.0.1.
+//!
+//! [`Cluster::start`] makes a temp dir with a CA and per-node certificates and configs,
+//! picks free ports from the OS, starts every node as a child process and waits until
+//! each sees every member up. Tests then `kill` (SIGKILL), `restart`, and talk to nodes
+//! through the real client library. Every wait polls a condition with a deadline;
+//! dropping the cluster kills its processes and deletes the directory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use dynakv_client::settings::Settings;
+use dynakv_client::{Client, ClientOptions};
+use dynakv_node::config::NodeConfig;
+
+/// The node binary built for these tests.
+pub fn node_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_node-under-test"))
+}
+
+/// The CLI binary built for these tests.
+pub fn cli_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dynakv-under-test"))
+}
+
+/// A free UDP port on 127.0.0.1, as chosen by the OS.
+pub fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+    socket.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How to build a test cluster.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    pub nodes: usize,
+    pub replicas: usize,
+    /// Applied to every node's config after the defaults.
+    pub tweak: Arc<dyn Fn(&mut NodeConfig) + Send + Sync>,
+    /// Nodes (by index) that get a certificate from a different CA.
+    pub foreign_ca: Vec<usize>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            replicas: 3,
+            tweak: Arc::new(|_| {}),
+            foreign_ca: Vec::new(),
+        }
+    }
+}
+
+/// One node process.
+pub struct NodeProc {
+    pub id: String,
+    pub addr: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster of node processes.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+    /// Settings for a client of this cluster (all nodes, the dev client certificate).
+    pub settings: Settings,
+}
+
+impl Cluster {
+    /// Starts a cluster and waits until every node sees every member up.
+    pub async fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("dynakv-test-").tempdir()?;
+        let ids: Vec<String> = (1..=opts.nodes).map(|i| format!("n{i}")).collect();
+        let hosts = vec!["127.0.0.1".to_string()];
+        dynakv_node::certs::ensure_dev_certs(dir.path(), &ids, &hosts)?;
+        if !opts.foreign_ca.is_empty() {
+            let other = dir.path().join("other-ca");
+            dynakv_node::certs::ensure_dev_certs(&other, &ids, &hosts)?;
+            for &i in &opts.foreign_ca {
+                let id = &ids[i];
+                for f in ["node.pem", "node.key.pem", "ca.pem"] {
+                    std::fs::copy(other.join(id).join(f), dir.path().join(id).join(f))?;
+                }
+            }
+        }
+        let addrs: Vec<String> = ids
+            .iter()
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = ids
+            .iter()
+            .zip(&addrs)
+            .map(|(id, a)| format!("{id}@{a}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (id, addr) in ids.iter().zip(&addrs) {
+            let mut config = NodeConfig {
+                id: id.clone(),
+                listen: addr.parse()?,
+                data_dir: PathBuf::from("data"),
+                ca_cert: Some("ca.pem".into()),
+                cert: Some("node.pem".into()),
+                key: Some("node.key.pem".into()),
+                peers: peers.clone(),
+                replicas: opts.replicas,
+                heartbeat_interval_ms: 200,
+                failure_timeout_ms: 1_000,
+                ..NodeConfig::default()
+            };
+            (opts.tweak)(&mut config);
+            let node_dir = dir.path().join(id);
+            let path = node_dir.join("node.toml");
+            std::fs::write(&path, toml::to_string_pretty(&config)?)?;
+            nodes.push(NodeProc {
+                id: id.clone(),
+                addr: addr.clone(),
+                config: path,
+                log: node_dir.join("node.log"),
+                child: None,
+            });
+        }
+        let client_toml = dir.path().join("client.toml");
+        std::fs::write(
+            &client_toml,
+            format!(
+                "nodes = {addrs:?}\nca = \"client/ca.pem\"\ncert = \"client/client.pem\"\nkey = \"client/client.key.pem\"\n"
+            ),
+        )?;
+        let settings = Settings::from_file(&client_toml)?;
+        let mut cluster = Cluster {
+            dir,
+            nodes,
+            settings,
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i)?;
+        }
+        let healthy: Vec<usize> = (0..opts.nodes)
+            .filter(|i| !opts.foreign_ca.contains(i))
+            .collect();
+        for &i in &healthy {
+            cluster.wait_sees_up(i, &healthy).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new(node_binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&node.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start node process")?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// The path of `client.toml` for this cluster.
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.path().join("client.toml")
+    }
+
+    /// A client that tries every node, starting with node `first`.
+    pub async fn client_from(&self, first: usize) -> anyhow::Result<Arc<Client>> {
+        let mut nodes: Vec<String> = self.nodes.iter().map(|n| n.addr.clone()).collect();
+        nodes.rotate_left(first);
+        self.client_with(nodes).await
+    }
+
+    /// A client that talks only to node `i`.
+    pub async fn client_only(&self, i: usize) -> anyhow::Result<Arc<Client>> {
+        self.client_with(vec![self.nodes[i].addr.clone()]).await
+    }
+
+    async fn client_with(&self, nodes: Vec<String>) -> anyhow::Result<Arc<Client>> {
+        let mut opts = ClientOptions::new(nodes, self.settings.tls_config()?);
+        opts.connect_timeout = Duration::from_secs(2);
+        Ok(Client::connect(opts).await?)
+    }
+
+    /// Kills node `i` with SIGKILL (no clean shutdown) and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts a killed node on the same port and data dir; waits until it serves.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.spawn(i)?;
+        let addr = self.nodes[i].addr.clone();
+        let this = &*self;
+        eventually(
+            Duration::from_secs(30),
+            &format!("{addr} serves again"),
+            || async move {
+                let client = this.client_only(i).await.ok()?;
+                client.status().await.ok().map(|_| ())
+            },
+        )
+        .await
+    }
+
+    /// Waits until node `i` reports the members `which` up.
+    pub async fn wait_sees_up(&self, i: usize, which: &[usize]) -> anyhow::Result<()> {
+        self.wait_status(i, which, true).await
+    }
+
+    /// Waits until node `i` reports the members `which` down.
+    pub async fn wait_sees_down(&self, i: usize, which: &[usize]) -> anyhow::Result<()> {
+        self.wait_status(i, which, false).await
+    }
+
+    async fn wait_status(&self, i: usize, which: &[usize], up: bool) -> anyhow::Result<()> {
+        let ids: Vec<String> = which.iter().map(|&j| self.nodes[j].id.clone()).collect();
+        let what = format!(
+            "{} sees {ids:?} {}",
+            self.nodes[i].id,
+            if up { "up" } else { "down" }
+        );
+        let ids = &ids;
+        eventually(Duration::from_secs(30), &what, || async move {
+            let client = self.client_only(i).await.ok()?;
+            let status = client.status().await.ok()?;
+            let ok = status
+                .members
+                .iter()
+                .filter(|m| ids.iter().any(|id| id == m.id.as_str()))
+                .all(|m| m.up == up);
+            ok.then_some(())
+        })
+        .await
+        .with_context(|| format!("log of node {}:\n{}", self.nodes[i].id, self.log_tail(i)))
+    }
+
+    /// The last lines of node `i`'s log, for failure messages.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}

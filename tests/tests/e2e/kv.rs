@@ -1,0 +1,113 @@
+//! Basic reads, writes and deletes for every R and W.
+
+use crate::harness::{Cluster, ClusterOptions};
+use dynakv_client::{ReadOptions, WriteOptions};
+use dynakv_common::quorum::Quorum;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_for_every_r_and_w() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    for first in 0..3 {
+        let client = cluster.client_from(first).await?;
+        for w in 1..=3u8 {
+            for r in 1..=3u8 {
+                let key = format!("k-{first}-{w}-{r}");
+                let value = format!("v-{w}-{r}").into_bytes();
+                let put = client
+                    .put(
+                        key.as_bytes(),
+                        value.clone(),
+                        WriteOptions {
+                            w: Quorum::Count(w),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                assert!(
+                    put.replicas_acked >= w,
+                    "acked {} < W={w}",
+                    put.replicas_acked
+                );
+                // Only R + W > N guarantees the read sees the write; with fewer, poll.
+                let got = crate::harness::eventually(
+                    std::time::Duration::from_secs(10),
+                    "read sees write",
+                    || {
+                        let client = client.clone();
+                        let key = key.clone();
+                        async move {
+                            let g = client
+                                .get(
+                                    key.as_bytes(),
+                                    ReadOptions {
+                                        r: Quorum::Count(r),
+                                        timeout_ms: None,
+                                    },
+                                )
+                                .await
+                                .ok()?;
+                            (!g.values.is_empty()).then_some(g)
+                        }
+                    },
+                )
+                .await?;
+                assert_eq!(got.values, vec![value.clone()], "R={r} W={w}");
+                if usize::from(r) + usize::from(w) > 3 {
+                    let g = client
+                        .get(
+                            key.as_bytes(),
+                            ReadOptions {
+                                r: Quorum::Count(r),
+                                timeout_ms: None,
+                            },
+                        )
+                        .await?;
+                    assert_eq!(g.values, vec![value], "R+W>N must read the write at once");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_reports_not_found_and_keeps_the_context() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let client = cluster.client_from(0).await?;
+    client
+        .put(b"cart:1", b"apples".to_vec(), WriteOptions::default())
+        .await?;
+    let read = client.get(b"cart:1", ReadOptions::default()).await?;
+    assert_eq!(read.values, vec![b"apples".to_vec()]);
+    client
+        .delete(
+            b"cart:1",
+            WriteOptions {
+                context: Some(read.context.clone()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let after = client
+        .get(
+            b"cart:1",
+            ReadOptions {
+                r: Quorum::All,
+                timeout_ms: None,
+            },
+        )
+        .await?;
+    assert!(!after.found());
+    assert!(
+        after
+            .context
+            .get(&read.context.dots.keys().next().unwrap().clone())
+            >= 1,
+        "context survives a delete"
+    );
+    // A key never written is not found, with an empty context.
+    let never = client.get(b"never-written", ReadOptions::default()).await?;
+    assert!(!never.found());
+    assert!(never.context.is_empty());
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! End-to-end scenarios against real `dynakv-node` processes on 127.0.0.1.
+//! One test binary; each scenario starts its own cluster on OS-chosen ports.
+
+mod harness;
+
+mod cli;
+mod durability;
+mod kv;
+mod robustness;
+mod siblings;

@@ -1,0 +1,215 @@
+//! Bad input never hurts a node: oversized values and frames, garbage bytes, and
+//! certificates from another CA are refused with clear errors, and the node keeps serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::harness::{eventually, Cluster, ClusterOptions};
+use dynakv_client::{Client, ClientError, ClientOptions, ReadOptions, WriteOptions};
+use dynakv_common::limits::Limits;
+use dynakv_common::wire::{ErrorCode, Response, ALPN, NODE_SERVER_NAME};
+use rand::RngCore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        tweak: Arc::new(|c| c.max_value_bytes = 4096),
+        ..Default::default()
+    })
+    .await?;
+    // A client with generous limits, so the node's own check is what refuses.
+    let mut opts = ClientOptions::new(
+        vec![cluster.nodes[0].addr.clone()],
+        cluster.settings.tls_config()?,
+    );
+    opts.limits = Limits {
+        max_key_bytes: 1 << 20,
+        max_value_bytes: 1 << 20,
+    };
+    let client = Client::connect(opts).await?;
+    let err = client
+        .put(b"big", vec![7u8; 8192], WriteOptions::default())
+        .await
+        .expect_err("an 8 KiB value over a 4 KiB limit must be refused");
+    match &err {
+        ClientError::Server(e) => {
+            assert_eq!(e.code, ErrorCode::TooLarge);
+            assert!(
+                e.message
+                    .contains("value is 8192 bytes, larger than the limit of 4096 bytes"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let err = client
+        .get(&vec![b'k'; 2048], ReadOptions::default())
+        .await
+        .expect_err("a 2 KiB key over the 1 KiB limit must be refused");
+    assert!(err.to_string().contains("key is 2048 bytes"), "{err}");
+    // The default client refuses before sending, with the same sentence.
+    let default_client = cluster.client_from(0).await?;
+    let err = default_client
+        .put(b"big", vec![0u8; 2 << 20], WriteOptions::default())
+        .await
+        .expect_err("over 1 MiB");
+    assert!(err.to_string().contains("larger than the limit"), "{err}");
+    // And the node still serves.
+    client
+        .put(b"small", b"ok".to_vec(), WriteOptions::default())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_do_not_hurt_the_node() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
+
+    // Raw UDP garbage at the QUIC port.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let mut junk = vec![0u8; 1 + (rng.next_u32() % 1400) as usize];
+        rng.fill_bytes(&mut junk);
+        udp.send_to(&junk, addr)?;
+    }
+
+    // Garbage inside an authenticated stream, a truncated frame, and a frame header
+    // announcing 4 GiB.
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(cluster.settings.tls_config()?);
+    let conn = endpoint.connect(addr, NODE_SERVER_NAME)?.await?;
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..20 {
+        let mut body = vec![0u8; 64];
+        rng.fill_bytes(&mut body);
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend(body);
+        payloads.push(frame);
+    }
+    payloads.push(vec![0, 0, 1]); // a truncated header
+    payloads.push(vec![0, 0, 0, 50, 1, 2, 3]); // a body cut short
+    payloads.push(u32::MAX.to_be_bytes().to_vec()); // 4 GiB announced
+    for payload in payloads {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(&payload).await?;
+        send.finish()?;
+        // Either an error frame or a closed stream; never a hang, never success.
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            dynakv_client::conn::read_frame::<Response>(&mut recv, 1 << 20),
+        )
+        .await
+        .expect("the node answers or closes the stream");
+        if let Ok(Some(resp)) = answer {
+            assert!(
+                matches!(resp, Response::Error(_)),
+                "garbage accepted: {resp:?}"
+            );
+        }
+    }
+    conn.close(0u32.into(), b"done");
+
+    // The node still serves real requests.
+    let client = cluster.client_only(0).await?;
+    client
+        .put(b"after-garbage", b"fine".to_vec(), WriteOptions::default())
+        .await?;
+    let g = client.get(b"after-garbage", ReadOptions::default()).await?;
+    assert_eq!(g.values, vec![b"fine".to_vec()]);
+    let status = client.status().await?;
+    let bad = status
+        .counters
+        .iter()
+        .find(|(k, _)| k == "bad_frames")
+        .map(|(_, v)| *v)
+        .unwrap_or(0);
+    assert!(bad >= 20, "bad frames counted: {bad}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_a_certificate_from_another_ca_is_refused() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let other = tempfile::tempdir()?;
+    dynakv_node::certs::ensure_dev_certs(
+        other.path(),
+        &["n1".to_string()],
+        &["127.0.0.1".to_string()],
+    )?;
+    let c = other.path().join("client");
+    // The rogue client trusts the real CA (so it would accept the node) but holds a
+    // certificate from another CA: the node must refuse it.
+    let tls = dynakv_client::tls::client_config(
+        &cluster.settings.ca,
+        &c.join("client.pem"),
+        &c.join("client.key.pem"),
+        ALPN,
+    )?;
+    let mut opts = ClientOptions::new(vec![cluster.nodes[0].addr.clone()], tls);
+    opts.connect_timeout = Duration::from_secs(3);
+    opts.request_timeout = Duration::from_secs(5);
+    let result = match Client::connect(opts).await {
+        Ok(client) => client.get(b"k", ReadOptions::default()).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(result.is_err(), "a foreign client certificate was accepted");
+    // A client that does not trust the cluster CA refuses the node, too.
+    let tls = dynakv_client::tls::client_config(
+        &c.join("ca.pem"),
+        &c.join("client.pem"),
+        &c.join("client.key.pem"),
+        ALPN,
+    )?;
+    let mut opts = ClientOptions::new(vec![cluster.nodes[0].addr.clone()], tls);
+    opts.connect_timeout = Duration::from_secs(3);
+    assert!(
+        Client::connect(opts).await.is_err(),
+        "a node with an untrusted certificate was accepted"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_certificate_from_another_ca_is_refused() -> anyhow::Result<()> {
+    // Node 3's certificate comes from a different CA: the others must never count it up.
+    let cluster = Cluster::start(ClusterOptions {
+        foreign_ca: vec![2],
+        ..Default::default()
+    })
+    .await?;
+    cluster.wait_sees_down(0, &[2]).await?;
+    cluster.wait_sees_down(1, &[2]).await?;
+    let client = cluster.client_from(0).await?;
+    let err = client
+        .put(
+            b"k",
+            b"v".to_vec(),
+            WriteOptions {
+                w: dynakv_common::quorum::Quorum::All,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("W=all cannot include the impostor");
+    assert!(
+        err.to_string().contains("write quorum not reached"),
+        "{err}"
+    );
+    // Quorum still works between the two genuine nodes.
+    client
+        .put(b"k", b"v".to_vec(), WriteOptions::default())
+        .await?;
+    let status = eventually(Duration::from_secs(10), "status", || {
+        let client = client.clone();
+        async move { client.status().await.ok() }
+    })
+    .await?;
+    assert!(status
+        .members
+        .iter()
+        .any(|m| m.id.as_str() == "n3" && !m.up));
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Concurrent writes are never lost: siblings, and their resolution with a context.
+
+use crate::harness::{Cluster, ClusterOptions};
+use dynakv_client::{ReadOptions, WriteOptions};
+use dynakv_common::quorum::Quorum;
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+async fn two_writers_from_one_context(
+    cluster: &Cluster,
+    via_a: usize,
+    via_b: usize,
+    key: &[u8],
+) -> anyhow::Result<()> {
+    let alice = cluster.client_only(via_a).await?;
+    let bob = cluster.client_only(via_b).await?;
+    alice
+        .put(key, b"start".to_vec(), WriteOptions::default())
+        .await?;
+    let a_read = alice.get(key, ReadOptions::default()).await?;
+    let b_read = bob.get(key, ReadOptions::default()).await?;
+    assert_eq!(a_read.values, vec![b"start".to_vec()]);
+    assert_eq!(a_read.context, b_read.context);
+
+    alice
+        .put(
+            key,
+            b"alice".to_vec(),
+            WriteOptions {
+                context: Some(a_read.context),
+                ..Default::default()
+            },
+        )
+        .await?;
+    bob.put(
+        key,
+        b"bob".to_vec(),
+        WriteOptions {
+            context: Some(b_read.context),
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    let both = alice
+        .get(
+            key,
+            ReadOptions {
+                r: Quorum::All,
+                timeout_ms: None,
+            },
+        )
+        .await?;
+    assert_eq!(
+        sorted(both.values.clone()),
+        vec![b"alice".to_vec(), b"bob".to_vec()],
+        "both writes kept as siblings"
+    );
+
+    // A write carrying the context of that read replaces both.
+    bob.put(
+        key,
+        b"merged".to_vec(),
+        WriteOptions {
+            context: Some(both.context),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let merged = alice
+        .get(
+            key,
+            ReadOptions {
+                r: Quorum::All,
+                timeout_ms: None,
+            },
+        )
+        .await?;
+    assert_eq!(merged.values, vec![b"merged".to_vec()]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_one_node_become_siblings() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    two_writers_from_one_context(&cluster, 0, 0, b"cart:same-node").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_two_nodes_become_siblings() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    two_writers_from_one_context(&cluster, 0, 1, b"cart:two-nodes").await?;
+    two_writers_from_one_context(&cluster, 2, 1, b"cart:two-nodes-b").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_writes_with_returned_context_keep_one_value() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let clients = [
+        cluster.client_only(0).await?,
+        cluster.client_only(1).await?,
+        cluster.client_only(2).await?,
+    ];
+    let mut context = None;
+    for i in 0..100u32 {
+        // Rotate coordinators too: the context must carry over between nodes.
+        let r = clients[i as usize % 3]
+            .put(
+                b"counter",
+                i.to_string().into_bytes(),
+                WriteOptions {
+                    context: context.take(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        context = Some(r.context);
+    }
+    let read = clients[0]
+        .get(
+            b"counter",
+            ReadOptions {
+                r: Quorum::All,
+                timeout_ms: None,
+            },
+        )
+        .await?;
+    assert_eq!(read.values, vec![b"99".to_vec()]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sibling_count_is_bounded_by_concurrent_writers() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let writers = [
+        cluster.client_only(0).await?,
+        cluster.client_only(1).await?,
+        cluster.client_only(2).await?,
+    ];
+    // Three writers each keep overwriting with the context of their own last write:
+    // every round, each write replaces that writer's previous one, so at most 3 remain.
+    let mut contexts = [None, None, None];
+    for round in 0..20 {
+        for (i, w) in writers.iter().enumerate() {
+            let r = w
+                .put(
+                    b"shared",
+                    format!("w{i}-{round}").into_bytes(),
+                    WriteOptions {
+                        context: contexts[i].take(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            contexts[i] = Some(r.context);
+        }
+    }
+    let read = writers[0]
+        .get(
+            b"shared",
+            ReadOptions {
+                r: Quorum::All,
+                timeout_ms: None,
+            },
+        )
+        .await?;
+    assert!(
+        read.values.len() <= 3,
+        "sibling explosion: {} values",
+        read.values.len()
+    );
+    assert!(
+        read.values.contains(&b"w2-19".to_vec()),
+        "the last write is present"
+    );
+    Ok(())
+}
