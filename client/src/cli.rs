@@ -86,8 +86,9 @@ enum Cmd {
         /// Replicas that must store the delete: 1..N, one, quorum or all.
         #[arg(long, default_value = "quorum")]
         w: Quorum,
-        /// Context token from your last read; without it, values written concurrently
-        /// elsewhere survive the delete.
+        /// Context token from your last read: deletes exactly what that read saw. Without
+        /// it, dynakv reads the key first (with --w as R) and deletes what that read sees;
+        /// a value written concurrently and not yet seen survives as a sibling.
         #[arg(long)]
         context: Option<String>,
     },
@@ -236,9 +237,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Delete { key, w, context } => {
             let client = connect(&s, s.nodes.clone()).await?;
+            let context = match parse_context(context.as_deref())? {
+                Some(c) => c,
+                None => {
+                    let read = ReadOptions {
+                        r: *w,
+                        timeout_ms: cli.timeout_ms,
+                    };
+                    client.get(key.as_bytes(), read).await?.context
+                }
+            };
             let opts = WriteOptions {
                 w: *w,
-                context: parse_context(context.as_deref())?,
+                context: Some(context),
                 timeout_ms: cli.timeout_ms,
             };
             let r = client.delete(key.as_bytes(), opts).await?;

@@ -137,7 +137,7 @@ fn stream_error(addr: &str, e: FrameError, conn: &quinn::Connection) -> ConnErro
 /// A sentence for a connection error, spelling out the TLS cases users hit.
 pub fn describe_connection_error(e: &quinn::ConnectionError) -> String {
     let text = e.to_string();
-    if text.contains("no application protocol") {
+    if text.contains("no application protocol") || text.contains("known protocol") {
         format!("{text} (the node speaks a different dynakv protocol version)")
     } else if text.contains("certificate")
         || text.contains("UnknownIssuer")

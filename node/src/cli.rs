@@ -210,13 +210,14 @@ pub fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run(args) => {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut sigterm =
+                signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+            let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
             let config = args.into_config()?;
             let node = NodeHandle::start(config).await?;
-            let mut sigterm =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .context("cannot listen for SIGTERM")?;
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = sigint.recv() => {}
                 _ = sigterm.recv() => {}
             }
             tracing::info!("shutting down");

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use dynakv_client::{Client, ClientOptions};
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::NodeConfig;
 
@@ -115,6 +116,10 @@ fn terminate(child: &Child) {
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
+    // Listen for signals before starting anything, so a stop request that arrives during
+    // start-up still stops the nodes instead of orphaning them.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     let configs = prepare(&opts)?;
     let exe = std::env::current_exe().context("cannot find the dynakv-node executable")?;
     let mut children = Vec::new();
@@ -130,24 +135,37 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     }
 
     let dir = opts.dir.display();
-    match wait_until_ready(&opts).await {
-        Ok(()) => println!(
+    let ready = tokio::select! {
+        r = wait_until_ready(&opts) => Some(r),
+        _ = sigterm.recv() => None,
+        _ = sigint.recv() => None,
+    };
+    let stopping = ready.is_none();
+    // Point at the dynakv binary built next to this one, if there is one.
+    let cli = exe
+        .parent()
+        .map(|d| d.join("dynakv"))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "dynakv".to_string());
+    match ready {
+        Some(Ok(())) => println!(
             "\ndynakv dev cluster is up: {} nodes, N={}.\n\
              From this directory, try:\n\
-             \x20 ./target/release/dynakv put cart:1 apples\n\
-             \x20 ./target/release/dynakv get cart:1\n\
-             \x20 ./target/release/dynakv status\n\
+             \x20 {cli} put cart:1 apples\n\
+             \x20 {cli} get cart:1\n\
+             \x20 {cli} status\n\
              (the CLI reads {dir}/{CLIENT_CONFIG}). Ctrl-C stops the cluster.",
             opts.nodes, opts.replicas
         ),
-        Err(e) => eprintln!("warning: the cluster is not fully up yet: {e:#}"),
+        Some(Err(e)) => eprintln!("warning: the cluster is not fully up yet: {e:#}"),
+        None => {}
     }
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut poll = tokio::time::interval(Duration::from_millis(500));
-    loop {
+    while !stopping {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = poll.tick() => {}
         }

@@ -6,12 +6,20 @@
 //! failed handshake (wrong CA, wrong protocol version) is logged and dropped. A
 //! semaphore caps the requests in flight; past it the node answers "unavailable"
 //! instead of queueing without bound.
+//!
+//! Authorisation: every connection was authenticated by mutual TLS under the cluster CA.
+//! Only certificates that name [`NODE_SERVER_NAME`] (node certificates) may make peer
+//! requests (replica reads and writes, pings); client certificates may make client
+//! requests only.
 
 use std::sync::Arc;
 
 use dynakv_client::conn::{read_frame, write_frame, FrameError};
 use dynakv_common::codec;
-use dynakv_common::wire::{ErrorCode, Request, Response, StatusResponse, WireError};
+use dynakv_common::wire::{
+    ErrorCode, Request, Response, StatusResponse, WireError, NODE_SERVER_NAME,
+};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -43,13 +51,43 @@ pub async fn serve(
     }
 }
 
+/// What the certificate on a connection allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A node certificate: may make peer requests.
+    Node,
+    /// Any other certificate of the cluster CA: client requests only.
+    Client,
+}
+
+/// A node certificate is one valid for [`NODE_SERVER_NAME`]; the chain itself was already
+/// verified against the cluster CA during the handshake.
+fn role_of(conn: &quinn::Connection) -> Role {
+    let is_node = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|certs| {
+            let leaf = certs.first()?;
+            let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
+            let name = ServerName::try_from(NODE_SERVER_NAME).ok()?;
+            cert.verify_is_valid_for_subject_name(&name).ok()
+        })
+        .is_some();
+    if is_node {
+        Role::Node
+    } else {
+        Role::Client
+    }
+}
+
 async fn serve_connection(
     node: Arc<NodeState>,
     conn: quinn::Connection,
     mut stop: watch::Receiver<bool>,
 ) {
     let remote = conn.remote_address();
-    debug!(peer = %remote, "connection accepted");
+    let role = role_of(&conn);
+    debug!(peer = %remote, ?role, "connection accepted");
     loop {
         let stream = tokio::select! {
             s = conn.accept_bi() => s,
@@ -60,7 +98,7 @@ async fn serve_connection(
         };
         match stream {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(node.clone(), send, recv));
+                tokio::spawn(serve_stream(node.clone(), role, send, recv));
             }
             Err(e) => {
                 debug!(peer = %remote, cause = %e, "connection closed");
@@ -72,11 +110,18 @@ async fn serve_connection(
 
 async fn serve_stream(
     node: Arc<NodeState>,
+    role: Role,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     let max_frame = node.limits.max_frame_bytes();
     let response = match read_frame::<Request>(&mut recv, max_frame).await {
+        Ok(Some(req)) if role == Role::Client && is_peer_request(&req) => {
+            Response::Error(WireError::new(
+                ErrorCode::Forbidden,
+                "peer requests need a node certificate; this connection presented a client certificate",
+            ))
+        }
         Ok(Some(req)) => match node.in_flight.clone().try_acquire_owned() {
             Ok(_permit) => dispatch(&node, req).await,
             Err(_) => {
@@ -127,6 +172,13 @@ async fn serve_stream(
     if let Err(e) = write_frame(&mut send, &frame).await {
         debug!(cause = %e, "could not send response");
     }
+}
+
+fn is_peer_request(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::ReplicaGet { .. } | Request::ReplicaPut { .. } | Request::Ping { .. }
+    )
 }
 
 fn storage_error(e: ReplicaError) -> Response {

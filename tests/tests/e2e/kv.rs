@@ -111,3 +111,81 @@ async fn delete_reports_not_found_and_keeps_the_context() -> anyhow::Result<()> 
     assert!(never.context.is_empty());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_a_non_replica_are_coordinated_by_a_replica() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 4,
+        replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    let ids: Vec<dynakv_common::NodeId> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let ring = dynakv_common::Ring::new(64, &ids)?;
+    let key = (0..)
+        .map(|i| format!("fwd-{i}"))
+        .find(|k| {
+            !ring
+                .preference_list_for_key(k.as_bytes(), 3)
+                .contains(&ids[0])
+        })
+        .expect("some key is not replicated on n1");
+    let outsider = cluster.client_only(0).await?;
+    let put = outsider
+        .put(
+            key.as_bytes(),
+            b"one".to_vec(),
+            WriteOptions {
+                w: Quorum::All,
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert_eq!(put.replicas_acked, 3);
+    let read = outsider
+        .get(
+            key.as_bytes(),
+            ReadOptions {
+                r: Quorum::All,
+                timeout_ms: None,
+            },
+        )
+        .await?;
+    assert_eq!(read.values, vec![b"one".to_vec()]);
+    // Concurrent writes through the outsider still become siblings.
+    for v in ["two", "three"] {
+        outsider
+            .put(
+                key.as_bytes(),
+                v.as_bytes().to_vec(),
+                WriteOptions {
+                    context: Some(read.context.clone()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
+    let mut both = outsider
+        .get(
+            key.as_bytes(),
+            ReadOptions {
+                r: Quorum::All,
+                timeout_ms: None,
+            },
+        )
+        .await?
+        .values;
+    both.sort();
+    assert_eq!(both, vec![b"three".to_vec(), b"two".to_vec()]);
+    let status = outsider.status().await?;
+    let forwarded = status
+        .counters
+        .iter()
+        .find(|(k, _)| k == "puts_forwarded")
+        .map(|(_, v)| *v);
+    assert_eq!(forwarded, Some(3), "n1 forwarded every write");
+    Ok(())
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::harness::{eventually, Cluster, ClusterOptions};
 use dynakv_client::{Client, ClientError, ClientOptions, ReadOptions, WriteOptions};
 use dynakv_common::limits::Limits;
-use dynakv_common::wire::{ErrorCode, Response, ALPN, NODE_SERVER_NAME};
+use dynakv_common::wire::{ErrorCode, Request, Response, ALPN, NODE_SERVER_NAME};
 use rand::RngCore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,5 +211,54 @@ async fn a_peer_with_a_certificate_from_another_ca_is_refused() -> anyhow::Resul
         .members
         .iter()
         .any(|m| m.id.as_str() == "n3" && !m.up));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_cannot_make_peer_requests() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(cluster.settings.tls_config()?);
+    let conn = endpoint.connect(addr, NODE_SERVER_NAME)?.await?;
+    let mut state = dynakv_common::Versioned::new();
+    state.update(
+        &dynakv_common::Clock::new(),
+        &dynakv_common::Actor("rogue.1".into()),
+        Some(b"sneaky".to_vec()),
+        0,
+    );
+    let req = Request::ReplicaPut {
+        key: b"k".to_vec(),
+        state,
+    };
+    let resp = dynakv_client::conn::request(&conn, &req, 1 << 20, Duration::from_secs(10)).await?;
+    match resp {
+        Response::Error(e) => assert_eq!(e.code, ErrorCode::Forbidden, "{}", e.message),
+        other => panic!("a client certificate made a replica write: {other:?}"),
+    }
+    let client = cluster.client_only(0).await?;
+    let g = client.get(b"k", ReadOptions::default()).await?;
+    assert!(!g.found(), "the forbidden write must not be stored");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_another_protocol_version_fails_clearly() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let c = cluster.dir.path().join("client");
+    let tls = dynakv_client::tls::client_config(
+        &c.join("ca.pem"),
+        &c.join("client.pem"),
+        &c.join("client.key.pem"),
+        b"dynakv/0",
+    )?;
+    let mut opts = ClientOptions::new(vec![cluster.nodes[0].addr.clone()], tls);
+    opts.connect_timeout = Duration::from_secs(5);
+    let err = match Client::connect(opts).await {
+        Ok(_) => panic!("a client speaking dynakv/0 was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("different dynakv protocol version"), "{err}");
     Ok(())
 }

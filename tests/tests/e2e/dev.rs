@@ -1,0 +1,107 @@
+//! The README's first command: `dynakv-node dev` starts a local cluster that `dynakv`
+//! run from the same directory reaches with no flags, and stops it on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{cli_binary, eventually, node_binary};
+
+/// A base port with `n` consecutive free UDP ports on 127.0.0.1.
+fn free_port_run(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (rand::random::<u16>() % 40_000);
+        let all_free = (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no run of {n} free UDP ports found");
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_serves_the_cli_with_no_flags() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = free_port_run(3);
+    let mut dev = Command::new(node_binary())
+        .args(["dev", "--base-port", &base.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = dev.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+
+    let cli = |args: &[&str]| {
+        Command::new(cli_binary())
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("DYNAKV_NODES")
+            .env_remove("DYNAKV_CONFIG")
+            .output()
+    };
+    let result = async {
+        eventually(
+            Duration::from_secs(60),
+            "dynakv put works with no flags",
+            || async {
+                let out = cli(&["put", "cart:1", "apples"]).ok()?;
+                out.status.success().then_some(())
+            },
+        )
+        .await?;
+        let out = cli(&["get", "cart:1"])?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        anyhow::ensure!(
+            out.status.success() && text.starts_with("apples\n"),
+            "get printed {text:?}"
+        );
+        let out = cli(&["delete", "cart:1"])?;
+        anyhow::ensure!(out.status.success(), "delete failed");
+        let out = cli(&["get", "cart:1"])?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        anyhow::ensure!(text.starts_with("not found"), "after delete: {text:?}");
+        let out = cli(&["status"])?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        anyhow::ensure!(text.matches(" up ").count() == 3, "status: {text}");
+        Ok(())
+    }
+    .await;
+
+    // Stop the cluster like Ctrl-C would, and check every node process went away.
+    let pids: Vec<i32> = lines_rx
+        .try_iter()
+        .filter_map(|l| l.split("(pid ").nth(1)?.split(')').next()?.parse().ok())
+        .collect();
+    // SAFETY: sending SIGTERM to the child we spawned.
+    unsafe {
+        libc::kill(dev.id() as i32, libc::SIGTERM);
+    }
+    let stopped = eventually(Duration::from_secs(30), "dev cluster stops", || {
+        let done = matches!(dev.try_wait(), Ok(Some(_)));
+        async move { done.then_some(()) }
+    })
+    .await;
+    if stopped.is_err() {
+        let _ = dev.kill();
+    }
+    result?;
+    stopped?;
+    assert_eq!(pids.len(), 3, "dev printed three node pids");
+    eventually(Duration::from_secs(10), "node processes exit", || {
+        let alive = pids.iter().any(|&p| process_alive(p));
+        async move { (!alive).then_some(()) }
+    })
+    .await?;
+    Ok(())
+}
