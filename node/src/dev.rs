@@ -140,7 +140,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         _ = sigterm.recv() => None,
         _ = sigint.recv() => None,
     };
-    let stopping = ready.is_none();
+    let mut stopping = ready.is_none();
     // Point at the dynakv binary built next to this one, if there is one.
     let cli = exe
         .parent()
@@ -165,8 +165,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     while !stopping {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigint.recv() => stopping = true,
+            _ = sigterm.recv() => stopping = true,
             _ = poll.tick() => {}
         }
         for (id, path, slot) in children.iter_mut() {
