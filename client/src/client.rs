@@ -26,6 +26,8 @@ use crate::conn::{self, ConnError};
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for a node's answer. Nodes give up on a quorum well before this.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Added to a request's own deadline before the client stops waiting for the answer.
+const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 
 /// Everything a client needs to reach a cluster.
 #[derive(Clone)]
@@ -71,6 +73,9 @@ pub enum ClientError {
     Unexpected(String),
     #[error("cannot create a client endpoint: {0}")]
     Endpoint(String),
+    /// A write was sent but no answer came back: it may or may not have been applied.
+    #[error("{reason}; the write may or may not have been applied (read the key to find out)")]
+    OutcomeUnknown { reason: String },
 }
 
 fn format_attempts(attempts: &[(String, String)]) -> String {
@@ -237,8 +242,21 @@ impl Client {
     }
 
     /// Sends a request, failing over to other nodes while the failure is a transport one.
+    /// A write is retried elsewhere only if it certainly never reached the first node:
+    /// retrying a write that may have been applied could store it twice, as a sibling.
     pub async fn request(&self, req: &Request) -> Result<Response, ClientError> {
         let max_frame = self.options.limits.max_frame_bytes();
+        let is_write = matches!(req, Request::Put(_));
+        // Wait at least as long as the node was asked to, plus a margin for the answer.
+        let server_deadline = match req {
+            Request::Get(g) => g.timeout_ms,
+            Request::Put(p) => p.timeout_ms,
+            _ => None,
+        };
+        let timeout = server_deadline
+            .map(|ms| Duration::from_millis(u64::from(ms)) + ANSWER_MARGIN)
+            .unwrap_or_default()
+            .max(self.options.request_timeout);
         let mut failed = None;
         let mut attempts = Vec::new();
         for _ in 0..self.options.nodes.len() {
@@ -250,11 +268,16 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            match conn::request(&conn, req, max_frame, self.options.request_timeout).await {
+            match conn::request(&conn, req, max_frame, timeout).await {
                 Ok(Response::Error(e)) => return Err(ClientError::Server(e)),
                 Ok(resp) => return Ok(resp),
                 Err(e @ ConnError::Protocol { .. }) => {
                     return Err(ClientError::Unexpected(e.to_string()))
+                }
+                Err(e) if is_write && !e.surely_not_delivered() => {
+                    return Err(ClientError::OutcomeUnknown {
+                        reason: e.to_string(),
+                    })
                 }
                 Err(e) => {
                     attempts.push((self.options.nodes[index].clone(), e.to_string()));

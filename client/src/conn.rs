@@ -16,16 +16,22 @@ pub enum ConnError {
     /// The connection could not be set up (unreachable, TLS refused, wrong protocol version).
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// The connection broke before the request was sent: the node never saw it.
+    #[error("connection to {addr} failed: {reason}")]
+    NotSent { addr: String, reason: String },
     /// The connection or stream broke while the request was in flight.
     #[error("connection to {addr} failed: {reason}")]
     Stream { addr: String, reason: String },
     /// No answer within the deadline.
     #[error("no answer from {addr} within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
-    /// The answer could not be decoded, or was too large.
-    #[error("bad answer from {addr}: {reason}")]
+    /// The request could not be encoded, or the answer could not be decoded.
+    #[error("protocol error with {addr}: {reason}")]
     Protocol { addr: String, reason: String },
 }
+
+/// Bytes reserved for a frame body before any of it has arrived.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
 /// Reads one frame from a stream: header, size check, body. `Ok(None)` on a clean end
 /// of stream before any byte.
@@ -45,15 +51,19 @@ pub async fn read_frame<T: DeserializeOwned>(
         Err(quinn::ReadExactError::ReadError(e)) => return Err(FrameError::Io(e.to_string())),
     }
     let len = codec::body_len(header, max_frame).map_err(FrameError::TooLarge)?;
-    let mut body = vec![0u8; len];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(n)) => {
-            return Err(FrameError::Malformed(format!(
-                "stream ended after {n} of {len} body bytes"
-            )))
+    // Grow the buffer as bytes arrive rather than trusting the header with an allocation.
+    let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(FrameError::Malformed(format!(
+                    "stream ended after {} of {len} body bytes",
+                    body.len()
+                )))
+            }
+            Err(e) => return Err(FrameError::Io(e.to_string())),
         }
-        Err(quinn::ReadExactError::ReadError(e)) => return Err(FrameError::Io(e.to_string())),
     }
     codec::decode_body(&body)
         .map(Some)
@@ -91,9 +101,9 @@ pub async fn request(
     let work = async {
         let frame = codec::encode_frame(req, max_frame).map_err(|e| ConnError::Protocol {
             addr: addr.clone(),
-            reason: e.to_string(),
+            reason: format!("request not sent: {e}"),
         })?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ConnError::Stream {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ConnError::NotSent {
             addr: addr.clone(),
             reason: describe_connection_error(&e),
         })?;
@@ -146,5 +156,13 @@ pub fn describe_connection_error(e: &quinn::ConnectionError) -> String {
         format!("{text} (TLS refused: is the certificate issued by this cluster's CA?)")
     } else {
         text
+    }
+}
+
+impl ConnError {
+    /// Whether the node certainly did not receive the request, so retrying it elsewhere
+    /// cannot apply it twice.
+    pub fn surely_not_delivered(&self) -> bool {
+        matches!(self, ConnError::Connect { .. } | ConnError::NotSent { .. })
     }
 }

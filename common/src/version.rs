@@ -43,6 +43,40 @@ impl fmt::Display for Actor {
 /// A causal context: how many writes of each actor a state (or a client) has seen.
 pub type Clock = VClock<Actor>;
 
+/// Most actors a client context may name; real contexts name one per node epoch.
+pub const MAX_CONTEXT_ACTORS: usize = 1024;
+/// Largest counter accepted from outside, far below overflow.
+pub const MAX_COUNTER: u64 = 1 << 53;
+/// Longest actor name accepted from outside.
+pub const MAX_ACTOR_BYTES: usize = 128;
+
+/// Checks a clock that came from outside (a client's context token, a peer's state):
+/// bounded size, no zero or absurd counters. Rejecting these keeps `update` from
+/// overflowing a counter and keeps digests canonical.
+pub fn validate_clock(clock: &Clock) -> Result<(), Error> {
+    if clock.dots.len() > MAX_CONTEXT_ACTORS {
+        return Err(Error::InvalidContext {
+            reason: format!(
+                "it names {} actors, more than the {MAX_CONTEXT_ACTORS} allowed",
+                clock.dots.len()
+            ),
+        });
+    }
+    for (actor, counter) in &clock.dots {
+        if actor.0.is_empty() || actor.0.len() > MAX_ACTOR_BYTES {
+            return Err(Error::InvalidContext {
+                reason: format!("actor name of {} bytes", actor.0.len()),
+            });
+        }
+        if *counter == 0 || *counter > MAX_COUNTER {
+            return Err(Error::InvalidContext {
+                reason: format!("counter {counter} for {actor} is out of range"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// One concurrent version of a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sibling {
@@ -149,6 +183,42 @@ impl Versioned {
             .unwrap_or_else(|i| i);
         self.siblings.insert(at, sibling);
         dot
+    }
+
+    /// The context to hand back to the client that made the write which minted `dot`
+    /// from `context`; `self` is the state right after that write.
+    ///
+    /// It covers exactly what the client had seen plus its own write, never a sibling the
+    /// client was not shown: returning the coordinator's whole clock would let the client's
+    /// next write silently replace concurrent values it never read. A version vector can
+    /// only add `dot` by also covering the same actor's earlier dots, so when one of those
+    /// (`context[actor] < c < dot.counter`) is still a live sibling the client has not
+    /// seen, the own dot is left out: the client's next write then keeps its previous value
+    /// as a sibling, which is safe, instead of dropping someone else's.
+    pub fn write_context(&self, context: &Clock, dot: &Dot<Actor>) -> Clock {
+        let seen = context.get(&dot.actor);
+        let unseen_gap = self.siblings.iter().any(|s| {
+            s.dot.actor == dot.actor && s.dot.counter > seen && s.dot.counter < dot.counter
+        });
+        let mut out = context.clone();
+        if !unseen_gap {
+            out.merge(VClock::from(dot.clone()));
+        }
+        out
+    }
+
+    /// Whether a state that came from outside keeps this type's invariants: siblings
+    /// strictly sorted by dot, every dot covered by the clock, sane counters.
+    pub fn is_well_formed(&self) -> bool {
+        validate_clock(&self.clock).is_ok()
+            && self
+                .siblings
+                .windows(2)
+                .all(|w| dot_key(&w[0].dot) < dot_key(&w[1].dot))
+            && self
+                .siblings
+                .iter()
+                .all(|s| s.dot.counter > 0 && covers(&self.clock, &s.dot))
     }
 
     /// Replica sync (DVV paper §5 `sync`): keep a sibling unless the other side has seen

@@ -189,6 +189,12 @@ impl NodeConfig {
                 self.failure_timeout_ms, self.heartbeat_interval_ms
             )));
         }
+        if self.max_in_flight == 0 || self.max_in_flight > 1_000_000 {
+            return Err(ConfigError(format!(
+                "max_in_flight is {} but must be between 1 and 1000000",
+                self.max_in_flight
+            )));
+        }
         if !matches!(self.durability.as_str(), "fsync" | "relaxed") {
             return Err(ConfigError(format!(
                 "durability is {:?}; use \"fsync\" or \"relaxed\"",

@@ -21,8 +21,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dynakv_client::conn::ConnError;
 use dynakv_common::quorum::{Progress, QuorumTracker};
-use dynakv_common::version::Versioned;
+use dynakv_common::version::{validate_clock, Versioned};
 use dynakv_common::wire::{
     ErrorCode, GetRequest, GetResponse, PutRequest, PutResponse, Request, Response, WireError,
 };
@@ -33,7 +34,10 @@ use tracing::{debug, warn};
 
 use crate::metrics::bump;
 use crate::node::NodeState;
+use crate::replica::ReplicaError;
 
+/// Time kept back when forwarding a write, so the replica's answer beats our deadline.
+const FORWARD_MARGIN: Duration = Duration::from_millis(200);
 /// Longest deadline a client may ask for.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -87,6 +91,9 @@ pub async fn get(node: Arc<NodeState>, req: GetRequest) -> Response {
         Ok(r) => r,
         Err(e) => return invalid(e),
     };
+    if req.timeout_ms == Some(0) {
+        return error(ErrorCode::InvalidRequest, "timeout must be at least 1 ms");
+    }
     let (deadline, timeout) = deadline(&node, req.timeout_ms);
     let replicas = node.membership.ring().preference_list_for_key(&req.key, n);
     let up = replicas
@@ -187,7 +194,10 @@ async fn read_replica(
     {
         Ok(Response::ReplicaState(state)) => {
             node.membership.record_ok(peer);
-            Ok(state)
+            match state {
+                Some(s) if !s.is_well_formed() => Err("answered with a malformed state".into()),
+                state => Ok(state),
+            }
         }
         Ok(Response::Error(e)) => {
             node.membership.record_ok(peer);
@@ -288,6 +298,14 @@ pub async fn put(node: Arc<NodeState>, req: PutRequest) -> Response {
         Ok(w) => w,
         Err(e) => return invalid(e),
     };
+    if let Some(ctx) = &req.context {
+        if let Err(e) = validate_clock(ctx) {
+            return invalid(e);
+        }
+    }
+    if req.timeout_ms == Some(0) {
+        return error(ErrorCode::InvalidRequest, "timeout must be at least 1 ms");
+    }
     let (deadline, timeout) = deadline(&node, req.timeout_ms);
     let replicas = node.membership.ring().preference_list_for_key(&req.key, n);
     let me = node.membership.me().clone();
@@ -309,17 +327,26 @@ pub async fn put(node: Arc<NodeState>, req: PutRequest) -> Response {
     }
 
     let context = req.context.clone().unwrap_or_default();
-    let state = match node
+    let local = node
         .replica
-        .coordinate(req.key.clone(), context, req.value, now_ms())
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
+        .coordinate(req.key.clone(), context.clone(), req.value, now_ms());
+    let (state, dot) = match tokio::time::timeout_at(deadline, local).await {
+        Ok(Ok(written)) => written,
+        Ok(Err(e @ ReplicaError::StateTooLarge { .. })) => {
+            return error(ErrorCode::TooLarge, e.to_string());
+        }
+        Ok(Err(e)) => {
             warn!(cause = %e, "local write failed");
             return error(
                 ErrorCode::Storage,
                 format!("write failed on the coordinator: {e}"),
+            );
+        }
+        Err(_) => {
+            warn!("local write did not finish before the deadline");
+            return error(
+                ErrorCode::Storage,
+                format!("the coordinator's disk did not complete the write within {timeout:?}; it may still be stored there"),
             );
         }
     };
@@ -357,7 +384,7 @@ pub async fn put(node: Arc<NodeState>, req: PutRequest) -> Response {
         );
     }
     Response::Put(PutResponse {
-        context: state.clock().clone(),
+        context: state.write_context(&context, &dot),
         replicas_acked: tracker.ok_count() as u8,
     })
 }
@@ -377,21 +404,43 @@ async fn forward(
     }
     bump(&node.counters.puts_forwarded);
     req.forwarded = true;
-    let request = Request::Put(req);
     let mut why = Vec::new();
     for peer in replicas.iter().filter(|id| node.membership.is_up(id)) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
-        match node.transport.call(peer, &request, left).await {
+        // The replica gets a little less time than we wait, so its own answer (say,
+        // "quorum not reached") reaches the client instead of our timeout.
+        let margin = (left / 4).min(FORWARD_MARGIN);
+        req.timeout_ms = Some(
+            u32::try_from((left - margin).as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+        );
+        match node
+            .transport
+            .call(peer, &Request::Put(req.clone()), left)
+            .await
+        {
             Ok(resp) => {
                 node.membership.record_ok(peer);
                 return resp;
             }
-            Err(e) => {
+            Err(e @ ConnError::Connect { .. }) => {
+                // Never reached the replica: safe to try the next one.
                 node.membership.record_failure(peer);
                 why.push(format!("{peer}: {e}"));
+            }
+            Err(e) => {
+                // The replica may have applied the write: retrying elsewhere could store
+                // it twice, so report the unknown outcome instead.
+                node.membership.record_failure(peer);
+                bump(&node.counters.write_quorum_misses);
+                return error(
+                    ErrorCode::QuorumNotReached,
+                    format!("write outcome unknown: replica {peer} coordinating it did not answer ({e}); the write may have been stored"),
+                );
             }
         }
     }

@@ -94,7 +94,9 @@ impl NodeHandle {
             &config.data_dir.join("store"),
             StorageOptions { durability },
         )?;
-        let replica = Replica::open(storage, me.as_str()).await?;
+        // Half a frame: two such states merged on a replica still fit in one frame.
+        let state_budget = config.limits().max_frame_bytes() / 2;
+        let replica = Replica::open(storage, me.as_str(), state_budget).await?;
 
         let mut addrs: BTreeMap<NodeId, String> = peers
             .iter()
@@ -163,7 +165,7 @@ impl NodeHandle {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         // Let requests that are being served finish, but not forever.
-        let all = self.state.config.max_in_flight as u32;
+        let all = u32::try_from(self.state.config.max_in_flight).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
             self.state.in_flight.acquire_many(all),
@@ -171,6 +173,9 @@ impl NodeHandle {
         .await;
         while self.tasks.join_next().await.is_some() {}
         self.endpoint.close(0u32.into(), b"node shutting down");
+        if let Err(e) = self.state.replica.mark_clean_shutdown().await {
+            tracing::warn!(cause = %e, "could not record the clean shutdown; the next start takes a new epoch");
+        }
         if let Err(e) = self.state.replica.storage().close().await {
             tracing::error!(cause = %e, "storage did not close cleanly");
         }

@@ -5,6 +5,7 @@
 //! (mint a dot, DVV paper §5 `update`) and a peer's [`Replica::merge`] (`sync`).
 //! Stored values are a format byte followed by the postcard-encoded [`Versioned`].
 
+use crdts::Dot;
 use dynakv_common::version::{Actor, Clock, Versioned};
 
 use crate::storage::{Change, Space, Storage, StorageError};
@@ -13,6 +14,8 @@ use crate::storage::{Change, Space, Storage, StorageError};
 const FORMAT_V1: u8 = 1;
 /// Meta key holding this node's actor (node id + epoch).
 const ACTOR_KEY: &[u8] = b"actor";
+/// Meta key present only while the node is stopped after a clean shutdown.
+const CLEAN_KEY: &[u8] = b"clean-shutdown";
 
 /// Errors applying a change to the local store.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +24,12 @@ pub enum ReplicaError {
     Storage(#[from] StorageError),
     #[error("stored state of a key is unreadable ({reason}); the key was left untouched")]
     Corrupt { reason: String },
+    #[error("the key's state would grow to {size} bytes ({siblings} siblings), over the limit of {limit} bytes; read the key and write back with its context to resolve its siblings")]
+    StateTooLarge {
+        size: usize,
+        siblings: usize,
+        limit: usize,
+    },
 }
 
 /// This node's versioned key-value state.
@@ -28,6 +37,8 @@ pub enum ReplicaError {
 pub struct Replica {
     storage: Storage,
     actor: Actor,
+    /// Largest encoded state a client write may produce, so every state fits in a frame.
+    state_budget: usize,
 }
 
 fn encode(state: &Versioned) -> Vec<u8> {
@@ -50,13 +61,22 @@ fn decode(bytes: &[u8]) -> Result<Versioned, ReplicaError> {
 }
 
 impl Replica {
-    /// Opens the replica, creating this node's actor on first start. A node whose data
-    /// directory is new gets a new epoch, so it never re-mints dots it minted before a
-    /// disk loss.
-    pub async fn open(storage: Storage, node: &str) -> Result<Replica, ReplicaError> {
-        let actor = match storage.get(Space::Meta, ACTOR_KEY).await? {
-            Some(bytes) => Actor(String::from_utf8_lossy(&bytes).into_owned()),
-            None => {
+    /// Opens the replica and picks this node's actor.
+    ///
+    /// The actor is reused only after a clean shutdown. A new data directory, or a node
+    /// that was killed, gets a new epoch: a killed node may have shown a write to a reader
+    /// (and read repair may have spread it) before the write's fsync, and must not mint
+    /// that dot again for another value. The cost is one more clock entry per crash.
+    pub async fn open(
+        storage: Storage,
+        node: &str,
+        state_budget: usize,
+    ) -> Result<Replica, ReplicaError> {
+        let previous = storage.get(Space::Meta, ACTOR_KEY).await?;
+        let clean = storage.get(Space::Meta, CLEAN_KEY).await?.is_some();
+        let actor = match previous {
+            Some(bytes) if clean => Actor(String::from_utf8_lossy(&bytes).into_owned()),
+            _ => {
                 let epoch: u32 = rand::random();
                 let actor = format!("{node}.{epoch:08x}");
                 storage
@@ -65,7 +85,27 @@ impl Replica {
                 Actor(actor)
             }
         };
-        Ok(Replica { storage, actor })
+        if clean {
+            storage.delete(Space::Meta, CLEAN_KEY.to_vec()).await?;
+        }
+        Ok(Replica {
+            storage,
+            actor,
+            state_budget,
+        })
+    }
+
+    /// Records a clean shutdown, so the next start keeps this actor. Call after the
+    /// last write, just before closing storage.
+    pub async fn mark_clean_shutdown(&self) -> Result<(), ReplicaError> {
+        self.storage
+            .put(
+                Space::Meta,
+                CLEAN_KEY.to_vec(),
+                self.actor.0.clone().into_bytes(),
+            )
+            .await?;
+        Ok(())
     }
 
     /// This node's actor in version vectors.
@@ -87,23 +127,34 @@ impl Replica {
     }
 
     /// The coordinator's write: mints a dot, drops what `context` covers, stores the
-    /// result durably and returns it.
+    /// result durably and returns it with the new dot. A write that would make the key's
+    /// state larger than the budget is refused and nothing is stored.
     pub async fn coordinate(
         &self,
         key: Vec<u8>,
         context: Clock,
         value: Option<Vec<u8>>,
         now_ms: u64,
-    ) -> Result<Versioned, ReplicaError> {
+    ) -> Result<(Versioned, Dot<Actor>), ReplicaError> {
         let actor = self.actor.clone();
+        let limit = self.state_budget;
         self.storage
             .modify(Space::Data, key, move |old| {
                 let mut state = match old.map(decode).transpose() {
                     Ok(s) => s.unwrap_or_default(),
                     Err(e) => return (Change::Keep, Err(e)),
                 };
-                state.update(&context, &actor, value, now_ms);
-                (Change::Put(encode(&state)), Ok(state))
+                let dot = state.update(&context, &actor, value, now_ms);
+                let bytes = encode(&state);
+                if bytes.len() > limit {
+                    let err = ReplicaError::StateTooLarge {
+                        size: bytes.len(),
+                        siblings: state.siblings().len(),
+                        limit,
+                    };
+                    return (Change::Keep, Err(err));
+                }
+                (Change::Put(bytes), Ok((state, dot)))
             })
             .await?
     }

@@ -13,6 +13,7 @@
 //! requests only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dynakv_client::conn::{read_frame, write_frame, FrameError};
 use dynakv_common::codec;
@@ -26,6 +27,9 @@ use tracing::{debug, info, warn};
 use crate::metrics::bump;
 use crate::node::NodeState;
 use crate::{coordinator, replica::ReplicaError};
+
+/// How long a stream may take to deliver its request frame.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections until `stop` turns true.
 pub async fn serve(
@@ -115,23 +119,39 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
 ) {
     let max_frame = node.limits.max_frame_bytes();
-    let response = match read_frame::<Request>(&mut recv, max_frame).await {
+    // Take a permit before reading, so the number of requests being buffered is bounded
+    // too, not only the number being served.
+    // Held until the response is written.
+    let Ok(_permit) = node.in_flight.clone().try_acquire_owned() else {
+        bump(&node.counters.overload_refusals);
+        let busy = Response::Error(WireError::new(
+            ErrorCode::Unavailable,
+            "node overloaded: too many requests in flight; retry later or use another node",
+        ));
+        if let Ok(frame) = codec::encode_frame(&busy, max_frame) {
+            let _ = recv.stop(0u32.into());
+            let _ = write_frame(&mut send, &frame).await;
+        }
+        return;
+    };
+    let read = tokio::time::timeout(
+        REQUEST_READ_TIMEOUT,
+        read_frame::<Request>(&mut recv, max_frame),
+    );
+    let Ok(read) = read.await else {
+        debug!("no complete request within {REQUEST_READ_TIMEOUT:?}; dropping the stream");
+        bump(&node.counters.bad_frames);
+        let _ = recv.stop(0u32.into());
+        return;
+    };
+    let response = match read {
         Ok(Some(req)) if role == Role::Client && is_peer_request(&req) => {
             Response::Error(WireError::new(
                 ErrorCode::Forbidden,
                 "peer requests need a node certificate; this connection presented a client certificate",
             ))
         }
-        Ok(Some(req)) => match node.in_flight.clone().try_acquire_owned() {
-            Ok(_permit) => dispatch(&node, req).await,
-            Err(_) => {
-                bump(&node.counters.overload_refusals);
-                Response::Error(WireError::new(
-                    ErrorCode::Unavailable,
-                    "node overloaded: too many requests in flight; retry later or use another node",
-                ))
-            }
-        },
+        Ok(Some(req)) => dispatch(&node, role, req).await,
         Ok(None) => return,
         Err(FrameError::TooLarge(e)) => {
             bump(&node.counters.bad_frames);
@@ -185,10 +205,14 @@ fn storage_error(e: ReplicaError) -> Response {
     Response::Error(WireError::new(ErrorCode::Storage, e.to_string()))
 }
 
-async fn dispatch(node: &Arc<NodeState>, req: Request) -> Response {
+async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Response {
     match req {
         Request::Get(g) => coordinator::get(node.clone(), g).await,
-        Request::Put(p) => coordinator::put(node.clone(), p).await,
+        Request::Put(mut p) => {
+            // Only a node may say it already forwarded a write.
+            p.forwarded &= role == Role::Node;
+            coordinator::put(node.clone(), p).await
+        }
         Request::Status => Response::Status(status(node)),
         Request::ReplicaGet { key } => {
             bump(&node.counters.replica_requests);
@@ -201,6 +225,12 @@ async fn dispatch(node: &Arc<NodeState>, req: Request) -> Response {
             bump(&node.counters.replica_requests);
             if let Err(e) = node.limits.check_key(&key) {
                 return Response::Error(WireError::new(ErrorCode::InvalidRequest, e.to_string()));
+            }
+            if !state.is_well_formed() {
+                return Response::Error(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "replica state refused: siblings unsorted, uncovered by the clock, or counters out of range",
+                ));
             }
             match node.replica.merge(key, state).await {
                 Ok(_) => Response::Ack,

@@ -105,6 +105,61 @@ fn sequential_writes_with_returned_context_keep_one_value() {
 }
 
 #[test]
+fn write_context_never_covers_a_sibling_the_writer_did_not_see() {
+    // Y's blind write through b is already on a when X writes blindly through a.
+    let mut at_a = Versioned::new();
+    let mut at_b = Versioned::new();
+    at_b.update(&Clock::new(), &actor("b"), Some(b"y".to_vec()), 1);
+    at_a.merge(&at_b);
+    let dot = at_a.update(&Clock::new(), &actor("a"), Some(b"x".to_vec()), 2);
+    let x_ctx = at_a.write_context(&Clock::new(), &dot);
+    assert_eq!(x_ctx, clock(&[("a", 1)]), "covers X's own write only");
+    // X writes again with it: Y's value survives, X's first value is replaced.
+    at_a.update(&x_ctx, &actor("a"), Some(b"x2".to_vec()), 3);
+    assert_eq!(at_a.live_values(), vec![&b"x2"[..], &b"y"[..]]);
+}
+
+#[test]
+fn write_context_leaves_out_the_own_dot_when_it_would_cover_an_unseen_one() {
+    let a = actor("a");
+    let mut state = Versioned::new();
+    state.update(&Clock::new(), &a, Some(b"y".to_vec()), 1); // (a,1) by Y
+    let dot = state.update(&Clock::new(), &a, Some(b"x".to_vec()), 2); // (a,2) by X
+    let x_ctx = state.write_context(&Clock::new(), &dot);
+    assert_eq!(x_ctx.get(&a), 0, "{{a:2}} would cover Y's (a,1)");
+    state.update(&x_ctx, &a, Some(b"x2".to_vec()), 3);
+    assert!(
+        state.live_values().contains(&&b"y"[..]),
+        "Y's value survives"
+    );
+    // Once the gap is gone (Y's value replaced by a reader), contexts are exact again.
+    let read = state.clock().clone();
+    let dot = state.update(&read, &a, Some(b"resolved".to_vec()), 4);
+    let ctx = state.write_context(&read, &dot);
+    assert_eq!(ctx.get(&a), dot.counter);
+}
+
+#[test]
+fn clocks_from_outside_are_validated() {
+    assert!(validate_clock(&clock(&[("n1.a", 3)])).is_ok());
+    let raw = |c: u64| Clock {
+        dots: [(actor("n1.a"), c)].into_iter().collect(),
+    };
+    assert!(validate_clock(&raw(0)).is_err());
+    assert!(validate_clock(&raw(u64::MAX)).is_err());
+    let mut bad = Versioned::new();
+    bad.update(&Clock::new(), &actor("a"), Some(b"v".to_vec()), 1);
+    assert!(bad.is_well_formed());
+    let mut unsorted = bad.clone();
+    unsorted.update(&Clock::new(), &actor("b"), Some(b"w".to_vec()), 1);
+    unsorted.siblings.reverse();
+    assert!(!unsorted.is_well_formed());
+    let mut uncovered = bad.clone();
+    uncovered.clock = Clock::new();
+    assert!(!uncovered.is_well_formed());
+}
+
+#[test]
 fn delete_leaves_a_tombstone_that_wins_over_what_it_saw() {
     let a = actor("a");
     let mut replica1 = Versioned::new();
@@ -163,6 +218,12 @@ fn step() -> impl Strategy<Value = Step> {
         }),
         (0..3usize, 0..3usize).prop_map(|(from, to)| Step::Sync { from, to }),
     ]
+}
+
+/// Whether client `w` made a later write than `dot` (so it may have replaced it).
+fn sessions_cover(writes: &[(usize, Dot<Actor>)], w: usize, dot: &Dot<Actor>) -> bool {
+    let pos = writes.iter().position(|(_, d)| d == dot);
+    pos.is_some_and(|p| writes[p + 1..].iter().any(|(c, _)| *c == w))
 }
 
 struct History {
@@ -249,6 +310,40 @@ proptest! {
         // The clock covers every sibling.
         for s in all.siblings() {
             prop_assert!(all.clock().get(&s.dot.actor) >= s.dot.counter);
+        }
+    }
+
+    /// Clients that only ever pass back contexts they were given (by reads or by
+    /// `write_context`) never make another client's write disappear unless a context they
+    /// were given covered it — i.e. no lost update through returned write contexts.
+    #[test]
+    fn returned_write_contexts_never_drop_unseen_writes(ops in prop::collection::vec((0..3usize, 0..3usize, any::<bool>()), 1..40)) {
+        let actors = [actor("a"), actor("b"), actor("c")];
+        let mut replicas = vec![Versioned::new(); 3];
+        // Each of 3 clients holds the context it was last given.
+        let mut sessions = vec![Clock::new(); 3];
+        let mut writes: Vec<(usize, Dot<Actor>)> = Vec::new();
+        for (i, &(client, via, sync)) in ops.iter().enumerate() {
+            if sync {
+                let src = replicas[client].clone();
+                replicas[via].merge(&src);
+                continue;
+            }
+            let ctx = sessions[client].clone();
+            let dot = replicas[via].update(&ctx, &actors[via], Some(vec![i as u8]), i as u64);
+            sessions[client] = replicas[via].write_context(&ctx, &dot);
+            writes.push((client, dot));
+        }
+        let mut all = Versioned::new();
+        for r in &replicas {
+            all.merge(r);
+        }
+        for (writer, dot) in &writes {
+            let present = all.siblings().iter().any(|s| &s.dot == dot);
+            // A write may only vanish if some later write was made by the same client
+            // (its own overwrite) — clients never saw each other's writes here.
+            let overwritten_by_self = writes.iter().any(|(w, d)| w == writer && d != dot && sessions_cover(&writes, *w, dot));
+            prop_assert!(present || overwritten_by_self, "write {:?} of client {} vanished", dot, writer);
         }
     }
 

@@ -6,6 +6,7 @@ mod harness;
 mod cli;
 mod dev;
 mod durability;
+mod hosts;
 mod kv;
 mod robustness;
 mod siblings;

@@ -141,7 +141,7 @@ async fn sibling_count_is_bounded_by_concurrent_writers() -> anyhow::Result<()> 
         cluster.client_only(2).await?,
     ];
     // Three writers each keep overwriting with the context of their own last write:
-    // every round, each write replaces that writer's previous one, so at most 3 remain.
+    // every round, each write replaces that writer's previous one.
     let mut contexts = [None, None, None];
     for round in 0..20 {
         for (i, w) in writers.iter().enumerate() {
@@ -167,10 +167,13 @@ async fn sibling_count_is_bounded_by_concurrent_writers() -> anyhow::Result<()> 
             },
         )
         .await?;
-    assert!(
-        read.values.len() <= 3,
-        "sibling explosion: {} values",
-        read.values.len()
+    // Three writers who never read each other's values are truly concurrent: exactly
+    // three siblings, one per writer — not one per write, and none lost.
+    let mut values = read.values.clone();
+    values.sort();
+    assert_eq!(
+        values,
+        vec![b"w0-19".to_vec(), b"w1-19".to_vec(), b"w2-19".to_vec()]
     );
     assert!(
         read.values.contains(&b"w2-19".to_vec()),
