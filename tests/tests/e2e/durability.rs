@@ -165,3 +165,58 @@ async fn coordinator_killed_right_after_ack_keeps_the_write() -> anyhow::Result<
     );
     Ok(())
 }
+
+/// The actor (node id + epoch) that coordinated a write, from its returned context.
+fn coordinator_actor(context: &dynakv_common::Clock, node: &str) -> String {
+    let prefix = format!("{node}.");
+    context
+        .dots
+        .keys()
+        .map(|a| a.0.clone())
+        .find(|a| a.starts_with(&prefix))
+        .expect("the context names the coordinator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_comes_back_with_a_new_epoch_a_stopped_one_does_not() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let write = |c: std::sync::Arc<dynakv_client::Client>, key: &'static str| async move {
+        c.put(key.as_bytes(), b"v".to_vec(), WriteOptions::default())
+            .await
+    };
+    let first = write(cluster.client_only(0).await?, "e1").await?;
+    let before = coordinator_actor(&first.context, "n1");
+
+    cluster.stop(0).await?;
+    cluster.restart(0).await?;
+    let after_clean = coordinator_actor(
+        &write(cluster.client_only(0).await?, "e2").await?.context,
+        "n1",
+    );
+    assert_eq!(before, after_clean, "a clean restart keeps the actor");
+
+    cluster.kill(0);
+    cluster.restart(0).await?;
+    let after_kill = coordinator_actor(
+        &write(cluster.client_only(0).await?, "e3").await?.context,
+        "n1",
+    );
+    assert_ne!(
+        before, after_kill,
+        "after kill -9 the node must not reuse its actor"
+    );
+    // Data written before the kill is still there.
+    let g = cluster
+        .client_only(0)
+        .await?
+        .get(
+            b"e2",
+            ReadOptions {
+                r: Quorum::All,
+                timeout_ms: None,
+            },
+        )
+        .await?;
+    assert_eq!(g.values, vec![b"v".to_vec()]);
+    Ok(())
+}

@@ -218,7 +218,28 @@ impl Cluster {
         }
     }
 
-    /// Restarts a killed node on the same port and data dir; waits until it serves.
+    /// Stops node `i` cleanly with SIGTERM and waits for it to exit.
+    pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            // SAFETY: sending SIGTERM to a child process we spawned.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let exited = eventually(Duration::from_secs(30), "node exits after SIGTERM", || {
+                let done = matches!(child.try_wait(), Ok(Some(_)));
+                async move { done.then_some(()) }
+            })
+            .await;
+            if exited.is_err() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            exited?;
+        }
+        Ok(())
+    }
+
+    /// Restarts a stopped or killed node on the same port and data dir; waits until it serves.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);
         self.spawn(i)?;

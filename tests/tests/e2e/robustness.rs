@@ -262,3 +262,67 @@ async fn a_client_of_another_protocol_version_fails_clearly() -> anyhow::Result<
     assert!(err.contains("different dynakv protocol version"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_cannot_grow_past_its_state_budget_and_stays_readable() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        tweak: Arc::new(|c| c.max_value_bytes = 4096),
+        ..Default::default()
+    })
+    .await?;
+    let mut opts = ClientOptions::new(
+        vec![cluster.nodes[0].addr.clone()],
+        cluster.settings.tls_config()?,
+    );
+    opts.limits = Limits {
+        max_key_bytes: 1024,
+        max_value_bytes: 4096,
+    };
+    let client = Client::connect(opts).await?;
+    // Blind writes keep adding siblings until the key's state would pass its budget.
+    let mut refused = None;
+    for i in 0..1000u32 {
+        let mut value = vec![b'x'; 4096];
+        value[..4].copy_from_slice(&i.to_be_bytes());
+        match client.put(b"hot", value, WriteOptions::default()).await {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (count, err) = refused.expect("the state budget stops unbounded sibling growth");
+    assert!(count > 16, "refused too early, after {count} writes");
+    match &err {
+        ClientError::Server(e) => {
+            assert_eq!(e.code, ErrorCode::TooLarge, "{}", e.message);
+            assert!(e.message.contains("resolve its siblings"), "{}", e.message);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The key is still readable, and a write with the read's context resolves it.
+    let read = client.get(b"hot", ReadOptions::default()).await?;
+    assert_eq!(read.values.len(), count as usize);
+    client
+        .put(
+            b"hot",
+            b"resolved".to_vec(),
+            WriteOptions {
+                context: Some(read.context),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let after = client
+        .get(
+            b"hot",
+            ReadOptions {
+                r: dynakv_common::quorum::Quorum::All,
+                timeout_ms: None,
+            },
+        )
+        .await?;
+    assert_eq!(after.values, vec![b"resolved".to_vec()]);
+    Ok(())
+}
