@@ -383,20 +383,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     indicatif::ProgressBar::new_spinner()
                 };
+                let template = if len > 0 {
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} ops  {msg}"
+                } else {
+                    "{spinner} [{elapsed_precise}] {pos} ops  {msg}"
+                };
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} [{elapsed_precise}] {pos} ops ({per_sec}) {wide_bar}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    indicatif::ProgressStyle::with_template(template)
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 Some(bar)
             } else {
                 None
             };
             let progress_bar = bar.clone();
+            let started = std::time::Instant::now();
             let report = bench::run(clients.clone(), opts, move |done| {
                 if let Some(b) = &progress_bar {
                     b.set_position(done);
+                    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                    b.set_message(format!("{rate:.0} ops/s"));
                 }
             })
             .await?;
