@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::harness::{cli_binary, eventually, node_binary};
 
 /// A base port with `n` consecutive free UDP ports on 127.0.0.1.
-fn free_port_run(n: u16) -> u16 {
+pub(crate) fn free_port_run(n: u16) -> u16 {
     for _ in 0..200 {
         let base = 20_000 + (rand::random::<u16>() % 40_000);
         let all_free = (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok());

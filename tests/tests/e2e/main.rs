@@ -5,6 +5,7 @@ mod harness;
 
 mod cli;
 mod dev;
+mod diskfull;
 mod durability;
 mod hosts;
 mod kv;
