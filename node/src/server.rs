@@ -268,6 +268,13 @@ fn status(node: &NodeState) -> StatusResponse {
             .replica
             .storage()
             .approximate_len(crate::storage::Space::Data) as u64,
-        counters: node.counters.snapshot(),
+        counters: {
+            let mut counters = node.counters.snapshot();
+            let storage = node.replica.storage().stats();
+            counters.push(("storage_fsyncs".into(), storage.fsyncs));
+            counters.push(("storage_writes".into(), storage.writes_committed));
+            counters.push(("storage_largest_fsync_group".into(), storage.largest_group));
+            counters
+        },
     }
 }
