@@ -347,6 +347,38 @@ proptest! {
         }
     }
 
+    /// Shipping a coordinator's successive states to a replica in any order (merging
+    /// each) yields exactly the state the coordinator built by applying the writes.
+    #[test]
+    fn syncing_shipped_states_in_any_order_equals_applying_the_writes(
+        writes in prop::collection::vec((any::<bool>(), any::<bool>()), 1..25),
+        seed in any::<u64>(),
+    ) {
+        let a = actor("a");
+        let mut coordinator = Versioned::new();
+        let mut shipped = Vec::new();
+        for (i, (with_context, delete)) in writes.iter().enumerate() {
+            let ctx = if *with_context { coordinator.clock().clone() } else { Clock::new() };
+            let value = (!(*delete && *with_context)).then(|| vec![i as u8]);
+            coordinator.update(&ctx, &a, value, i as u64);
+            shipped.push(coordinator.clone());
+        }
+        // A deterministic shuffle from the seed.
+        let mut order: Vec<usize> = (0..shipped.len()).collect();
+        let mut x = seed | 1;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut replica = Versioned::new();
+        for i in order {
+            replica.merge(&shipped[i]);
+        }
+        prop_assert_eq!(replica, coordinator);
+    }
+
     #[test]
     fn digest_is_equal_exactly_when_states_are(steps in prop::collection::vec(step(), 0..30)) {
         let h = run(&steps);
