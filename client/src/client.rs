@@ -162,9 +162,13 @@ impl Client {
         if options.nodes.is_empty() {
             return Err(ClientError::NoNodes);
         }
-        let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
-        let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| ClientError::Endpoint(e.to_string()))?;
+        // A dual-stack socket reaches IPv4 and IPv6 nodes; fall back to IPv4 where IPv6
+        // is disabled.
+        let dual: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
+        let v4: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
+        let mut endpoint = quinn::Endpoint::client(dual)
+            .or_else(|_| quinn::Endpoint::client(v4))
+            .map_err(|e| ClientError::Endpoint(e.to_string()))?;
         endpoint.set_default_client_config(options.tls.clone());
         let client = Arc::new(Client {
             endpoint,

@@ -303,6 +303,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_config_is_valid() {
+        let text = include_str!("../../docs/node.example.toml");
+        let config: NodeConfig = toml::from_str(text).expect("docs/node.example.toml parses");
+        let (id, peers) = config.validate().expect("docs/node.example.toml validates");
+        assert_eq!(id.as_str(), "n1");
+        assert_eq!(peers.len(), 2, "the node's own entry is skipped");
+    }
+
+    #[test]
     fn toml_round_trip_with_relative_paths() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
