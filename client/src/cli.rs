@@ -44,7 +44,7 @@ struct Cli {
     #[arg(long, global = true, env = "DYNAKV_CERT")]
     cert: Option<PathBuf>,
     /// Client private key (PEM).
-    #[arg(long = "key", id = "key_file", global = true, env = "DYNAKV_KEY")]
+    #[arg(long = "key", id = "key_file", value_name = "KEY_PEM", global = true, env = "DYNAKV_KEY")]
     key_file: Option<PathBuf>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -60,7 +60,9 @@ struct Cli {
 enum Cmd {
     /// Write a value. VALUE comes from the argument, --file, or stdin.
     Put {
+        /// The key (1 byte to 1 KiB by default).
         key: String,
+        /// The value; omit it to use --file or stdin.
         value: Option<String>,
         /// Read the value from this file.
         #[arg(long, conflicts_with = "value")]
@@ -75,6 +77,7 @@ enum Cmd {
     },
     /// Read a key: every concurrent value (sibling) and the context to write back with.
     Get {
+        /// The key to read.
         key: String,
         /// Replicas that must answer: 1..N, one, quorum or all.
         #[arg(long, default_value = "quorum")]
@@ -82,6 +85,7 @@ enum Cmd {
     },
     /// Delete a key (writes a tombstone).
     Delete {
+        /// The key to delete.
         key: String,
         /// Replicas that must store the delete: 1..N, one, quorum or all.
         #[arg(long, default_value = "quorum")]
