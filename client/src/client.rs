@@ -67,7 +67,7 @@ pub enum ClientError {
     /// The node answered with an error (quorum not reached, invalid request, ...).
     #[error("{0}")]
     Server(WireError),
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] dynakv_common::Error),
     #[error("unexpected answer from the node: {0}")]
     Unexpected(String),
