@@ -44,7 +44,13 @@ struct Cli {
     #[arg(long, global = true, env = "DYNAKV_CERT")]
     cert: Option<PathBuf>,
     /// Client private key (PEM).
-    #[arg(long = "key", id = "key_file", value_name = "KEY_PEM", global = true, env = "DYNAKV_KEY")]
+    #[arg(
+        long = "key",
+        id = "key_file",
+        value_name = "KEY_PEM",
+        global = true,
+        env = "DYNAKV_KEY"
+    )]
     key_file: Option<PathBuf>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a node (settings from --config and/or flags; flags win).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start a local cluster of separate node processes on 127.0.0.1, with certificates
     /// and configs generated on first start, until Ctrl-C.
     Dev {
@@ -133,6 +133,9 @@ struct RunArgs {
     /// Default request deadline in milliseconds [default: 2000].
     #[arg(long)]
     request_timeout_ms: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (TCP) [default: off].
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl RunArgs {
@@ -177,6 +180,9 @@ impl RunArgs {
         if let Some(v) = self.request_timeout_ms {
             c.request_timeout_ms = v;
         }
+        if let Some(v) = self.metrics_listen {
+            c.metrics_listen = Some(v);
+        }
         Ok(c)
     }
 }
@@ -214,7 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut sigterm =
                 signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
             let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-            let config = args.into_config()?;
+            let config = (*args).into_config()?;
             let node = NodeHandle::start(config).await?;
             tokio::select! {
                 _ = sigint.recv() => {}

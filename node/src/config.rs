@@ -55,6 +55,8 @@ pub struct NodeConfig {
     /// `fsync` (acknowledge only after the write is on disk) or `relaxed` (no fsync before
     /// acknowledging: faster, loses recent writes on power failure).
     pub durability: String,
+    /// TCP address of a Prometheus `/metrics` endpoint (e.g. `127.0.0.1:9100`); off if unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// Injected network faults for experiments; off unless set.
     pub fault: FaultConfig,
 }
@@ -80,6 +82,7 @@ impl Default for NodeConfig {
             max_value_bytes: dynakv_common::limits::DEFAULT_MAX_VALUE_BYTES,
             max_in_flight: 4096,
             durability: "fsync".into(),
+            metrics_listen: None,
             fault: FaultConfig::default(),
         }
     }

@@ -1,6 +1,8 @@
 //! Counters an operator asks about: requests, quorum misses, read repairs, siblings.
 //!
-//! Plain atomics, cheap to bump on the request path, reported by `dynakv status`.
+//! Plain atomics, cheap to bump on the request path, reported by `dynakv status` and,
+//! when `metrics_listen` is set, exported to Prometheus: a task copies them into the
+//! `metrics` registry each second (as `dynakv_<name>`), next to a few gauges.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -47,4 +49,25 @@ counters! {
 /// Adds one to a counter.
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How often counters are copied into the Prometheus registry.
+pub const EXPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts the Prometheus HTTP endpoint on `addr` (GET /metrics).
+pub fn install_exporter(addr: std::net::SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("cannot start the metrics endpoint on {addr}: {e}"))
+}
+
+/// Publishes named values: counters as Prometheus counters, the rest as gauges.
+pub fn publish(counters: &[(String, u64)], gauges: &[(&'static str, f64)]) {
+    for (name, value) in counters {
+        metrics::counter!(format!("dynakv_{name}")).absolute(*value);
+    }
+    for (name, value) in gauges {
+        metrics::gauge!(format!("dynakv_{name}")).set(*value);
+    }
 }

@@ -150,6 +150,11 @@ impl NodeHandle {
             endpoint.clone(),
             stop_rx.clone(),
         ));
+        if let Some(addr) = state.config.metrics_listen {
+            crate::metrics::install_exporter(addr).map_err(StartError::Other)?;
+            tasks.spawn(export_metrics(state.clone(), stop_rx.clone()));
+            info!(addr = %addr, "metrics endpoint listening");
+        }
         tasks.spawn(heartbeat(state.clone(), stop_rx));
         info!(node = %me, addr = %local_addr, actor = %state.replica.actor(), "node started");
         Ok(NodeHandle {
@@ -217,5 +222,38 @@ async fn heartbeat(node: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
                 }
             });
         }
+    }
+}
+
+/// Copies counters and gauges into the Prometheus registry until stopped.
+async fn export_metrics(node: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(crate::metrics::EXPORT_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let mut counters = node.counters.snapshot();
+        let storage = node.replica.storage().stats();
+        counters.push(("storage_fsyncs".into(), storage.fsyncs));
+        counters.push(("storage_writes".into(), storage.writes_committed));
+        let peers = node.membership.peers();
+        let up = peers.iter().filter(|p| node.membership.is_up(p)).count();
+        let keys = node
+            .replica
+            .storage()
+            .approximate_len(crate::storage::Space::Data);
+        crate::metrics::publish(
+            &counters,
+            &[
+                ("peers_up", up as f64),
+                ("peers_down", (peers.len() - up) as f64),
+                ("keys", keys as f64),
+                (
+                    "requests_in_flight",
+                    (node.config.max_in_flight - node.in_flight.available_permits()) as f64,
+                ),
+            ],
+        );
     }
 }

@@ -9,5 +9,6 @@ mod diskfull;
 mod durability;
 mod hosts;
 mod kv;
+mod metrics;
 mod robustness;
 mod siblings;

@@ -1,0 +1,60 @@
+//! The Prometheus endpoint: counters an operator asks about, scraped over HTTP.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynakv_client::WriteOptions;
+
+use crate::harness::{eventually, Cluster, ClusterOptions};
+
+fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_endpoint_reports_requests_and_peers() -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    let cluster = Cluster::start(ClusterOptions {
+        tweak: Arc::new(move |c| {
+            if c.id == "n1" {
+                c.metrics_listen = Some(addr);
+            }
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let client = cluster.client_only(0).await?;
+    for i in 0..3 {
+        client
+            .put(
+                format!("m{i}").as_bytes(),
+                b"v".to_vec(),
+                WriteOptions::default(),
+            )
+            .await?;
+    }
+    let body = eventually(
+        Duration::from_secs(20),
+        "metrics show 3 puts and 2 peers up",
+        || async move {
+            let body = tokio::task::spawn_blocking(move || scrape(addr))
+                .await
+                .ok()??;
+            (body.contains("dynakv_puts 3") && body.contains("dynakv_peers_up 2")).then_some(body)
+        },
+    )
+    .await?;
+    assert!(body.contains("dynakv_storage_fsyncs"), "{body}");
+    assert!(body.contains("dynakv_write_quorum_misses 0"), "{body}");
+    Ok(())
+}
