@@ -142,10 +142,20 @@ struct BenchArgs {
 /// Parses the command line and runs the command; the whole program behind the binary.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    run_binary("warn", run(cli))
+}
+
+/// The shared shell of the dynakv binaries: logs to stderr (`RUST_LOG`, else
+/// `default_log`), runs `work` on a multi-threaded runtime, and turns an error into one
+/// `error: ...` line and a failing exit code.
+pub fn run_binary(
+    default_log: &str,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -156,7 +166,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(work) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

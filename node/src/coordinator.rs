@@ -96,10 +96,7 @@ pub async fn get(node: Arc<NodeState>, req: GetRequest) -> Response {
     }
     let (deadline, timeout) = deadline(&node, req.timeout_ms);
     let replicas = node.membership.ring().preference_list_for_key(&req.key, n);
-    let up = replicas
-        .iter()
-        .filter(|id| node.membership.is_up(id))
-        .count();
+    let up = count_up(&node, &replicas);
     if up < r {
         bump(&node.counters.read_quorum_misses);
         return error(
@@ -167,6 +164,14 @@ pub async fn get(node: Arc<NodeState>, req: GetRequest) -> Response {
         tokio::spawn(read_repair(node, req.key, answers, rx, window));
     }
     response
+}
+
+/// How many of `replicas` the failure detector considers up.
+fn count_up(node: &NodeState, replicas: &[NodeId]) -> usize {
+    replicas
+        .iter()
+        .filter(|id| node.membership.is_up(id))
+        .count()
 }
 
 /// The merge of every state among replica answers.
@@ -312,10 +317,7 @@ pub async fn put(node: Arc<NodeState>, req: PutRequest) -> Response {
     if !replicas.contains(&me) {
         return forward(node, req, replicas, deadline).await;
     }
-    let up = replicas
-        .iter()
-        .filter(|id| node.membership.is_up(id))
-        .count();
+    let up = count_up(&node, &replicas);
     if up < w {
         bump(&node.counters.write_quorum_misses);
         return error(

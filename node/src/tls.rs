@@ -23,19 +23,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
-/// Most concurrent bidirectional streams (requests) a peer may open on one connection.
-pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 4096;
-/// Interval between QUIC keep-alive packets.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// A connection without any packet for this long is considered dead.
-pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub use dynakv_client::tls::{KEEP_ALIVE_INTERVAL, MAX_CONCURRENT_BIDI_STREAMS, MAX_IDLE_TIMEOUT};
 
 /// What went wrong loading the TLS files or building a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -169,17 +163,11 @@ impl NodeTls {
     }
 }
 
-/// The QUIC transport settings of every node connection (see the module documentation).
+/// The QUIC transport settings of every node connection: the same as a client's, so
+/// stream limits, keep-alive and idle timeout are tuned in one place
+/// ([`dynakv_client::tls::transport_config`]).
 pub fn transport_config() -> quinn::TransportConfig {
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_CONCURRENT_BIDI_STREAMS))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
-        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-            MAX_IDLE_TIMEOUT.as_millis() as u32,
-        ))));
-    transport
+    dynakv_client::tls::transport_config()
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -240,6 +228,7 @@ mod tests {
     use super::*;
     use crate::certs;
     use std::net::SocketAddr;
+    use std::time::Duration;
     use tokio::time::timeout;
 
     const ALPN: &[u8] = b"dynakv-test/1";
