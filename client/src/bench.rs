@@ -38,6 +38,8 @@ pub struct BenchOptions {
     pub w: Quorum,
     /// Key prefix, so runs can use separate key spaces.
     pub prefix: String,
+    /// Server-side deadline per request in milliseconds (None: the node's default).
+    pub timeout_ms: Option<u32>,
 }
 
 /// Latency summary of one operation type, in microseconds.
@@ -218,7 +220,7 @@ async fn worker(
                     key.as_bytes(),
                     ReadOptions {
                         r: opts.r,
-                        timeout_ms: None,
+                        timeout_ms: opts.timeout_ms,
                     },
                 )
                 .await
@@ -231,7 +233,7 @@ async fn worker(
             let wopts = WriteOptions {
                 w: opts.w,
                 context: contexts.get(&k).cloned(),
-                timeout_ms: None,
+                timeout_ms: opts.timeout_ms,
             };
             client
                 .put(key.as_bytes(), value.clone(), wopts)

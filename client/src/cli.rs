@@ -13,7 +13,13 @@ use crate::{Client, ClientOptions, ReadOptions, WriteOptions};
 use anyhow::{bail, Context};
 use base64::Engine;
 use clap::{Parser, Subcommand};
+use dynakv_common::limits::Limits;
 use dynakv_common::quorum::Quorum;
+
+/// Largest key the CLI sends; a node's own limit (default 1 KiB) applies after that.
+const CLI_MAX_KEY_BYTES: usize = 64 * 1024;
+/// Largest value the CLI sends: the most a node can be configured to accept.
+const CLI_MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
 use dynakv_common::version::decode_context;
 use serde_json::json;
 
@@ -186,7 +192,13 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
 }
 
 async fn connect(settings: &Settings, nodes: Vec<String>) -> anyhow::Result<Arc<Client>> {
-    let opts = ClientOptions::new(nodes, settings.tls_config()?);
+    let mut opts = ClientOptions::new(nodes, settings.tls_config()?);
+    // The nodes enforce their own (configurable) limits and say which; the CLI only
+    // refuses what no node could accept.
+    opts.limits = Limits {
+        max_key_bytes: CLI_MAX_KEY_BYTES,
+        max_value_bytes: CLI_MAX_VALUE_BYTES,
+    };
     Ok(Client::connect(opts).await?)
 }
 
@@ -260,8 +272,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let context = match parse_context(context.as_deref())? {
                 Some(c) => c,
                 None => {
+                    // A quorum read, whatever W: a delete should see what is there.
                     let read = ReadOptions {
-                        r: *w,
+                        r: Quorum::Quorum,
                         timeout_ms: cli.timeout_ms,
                     };
                     client.get(key.as_bytes(), read).await?.context
@@ -395,6 +408,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 r: args.r,
                 w: args.w,
                 prefix: args.prefix.clone(),
+                timeout_ms: cli.timeout_ms,
             };
             let bar = if std::io::stderr().is_terminal() && !cli.json {
                 let len = args.ops.unwrap_or(0);

@@ -16,7 +16,8 @@ use dynakv_common::limits::Limits;
 use dynakv_common::quorum::Quorum;
 use dynakv_common::version::{encode_context, Clock};
 use dynakv_common::wire::{
-    GetRequest, PutRequest, Request, Response, StatusResponse, WireError, NODE_SERVER_NAME,
+    ErrorCode, GetRequest, PutRequest, Request, Response, StatusResponse, WireError,
+    NODE_SERVER_NAME,
 };
 use tokio::sync::Mutex;
 
@@ -38,7 +39,8 @@ pub struct ClientOptions {
     pub tls: quinn::ClientConfig,
     /// Per-attempt connect timeout.
     pub connect_timeout: Duration,
-    /// Per-request timeout.
+    /// How long one attempt waits for an answer when the request sets no deadline of
+    /// its own; with `timeout_ms`, an attempt waits that long plus a margin.
     pub request_timeout: Duration,
     /// Size limits checked before sending.
     pub limits: Limits,
@@ -259,8 +261,7 @@ impl Client {
         };
         let timeout = server_deadline
             .map(|ms| Duration::from_millis(u64::from(ms)) + ANSWER_MARGIN)
-            .unwrap_or_default()
-            .max(self.options.request_timeout);
+            .unwrap_or(self.options.request_timeout);
         let mut failed = None;
         let mut attempts = Vec::new();
         for _ in 0..self.options.nodes.len() {
@@ -273,6 +274,12 @@ impl Client {
                 Err(e) => return Err(e),
             };
             match conn::request(&conn, req, max_frame, timeout).await {
+                // Refused before being read (overloaded, shutting down): nothing was done,
+                // so any request may go to the next node.
+                Ok(Response::Error(e)) if e.code == ErrorCode::Unavailable => {
+                    attempts.push((self.options.nodes[index].clone(), e.message));
+                    failed = Some(index);
+                }
                 Ok(Response::Error(e)) => return Err(ClientError::Server(e)),
                 Ok(resp) => return Ok(resp),
                 Err(e @ ConnError::Protocol { .. }) => {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use dynakv_common::codec::{self, HEADER_BYTES};
-use dynakv_common::wire::{Request, Response};
+use dynakv_common::wire::{Request, Response, CLOSE_DRAINED};
 use serde::de::DeserializeOwned;
 
 /// Why a request over a connection failed, before any application-level answer.
@@ -97,7 +97,9 @@ pub async fn request(
     max_frame: usize,
     timeout: Duration,
 ) -> Result<Response, ConnError> {
-    let addr = conn.remote_address().to_string();
+    // Show IPv4 peers as IPv4 even on a dual-stack socket.
+    let remote = conn.remote_address();
+    let addr = std::net::SocketAddr::new(remote.ip().to_canonical(), remote.port()).to_string();
     let work = async {
         let frame = codec::encode_frame(req, max_frame).map_err(|e| ConnError::Protocol {
             addr: addr.clone(),
@@ -112,6 +114,10 @@ pub async fn request(
             .map_err(|e| stream_error(&addr, e, conn))?;
         match read_frame::<Response>(&mut recv, max_frame).await {
             Ok(Some(resp)) => Ok(resp),
+            Ok(None) if closed_after_drain(conn) => Err(ConnError::NotSent {
+                addr: addr.clone(),
+                reason: "the node shut down before reading the request".into(),
+            }),
             Ok(None) => Err(ConnError::Stream {
                 addr: addr.clone(),
                 reason: conn
@@ -128,7 +134,23 @@ pub async fn request(
     }
 }
 
+/// Whether the node closed the connection after draining (see [`CLOSE_DRAINED`]): then a
+/// request still pending on it was never processed.
+fn closed_after_drain(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == quinn::VarInt::from_u32(CLOSE_DRAINED)
+    )
+}
+
 fn stream_error(addr: &str, e: FrameError, conn: &quinn::Connection) -> ConnError {
+    if matches!(e, FrameError::Io(_)) && closed_after_drain(conn) {
+        return ConnError::NotSent {
+            addr: addr.to_string(),
+            reason: "the node shut down before reading the request".into(),
+        };
+    }
     match e {
         FrameError::Io(reason) => ConnError::Stream {
             addr: addr.to_string(),

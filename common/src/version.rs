@@ -43,8 +43,10 @@ impl fmt::Display for Actor {
 /// A causal context: how many writes of each actor a state (or a client) has seen.
 pub type Clock = VClock<Actor>;
 
-/// Most actors a client context may name; real contexts name one per node epoch.
-pub const MAX_CONTEXT_ACTORS: usize = 1024;
+/// Most actors a clock from outside may name. Real clocks name one actor per node epoch
+/// that ever wrote the key (a node takes a new epoch after each crash, and old epochs are
+/// not pruned yet), so this is set far above any real count.
+pub const MAX_CONTEXT_ACTORS: usize = 65_536;
 /// Largest counter accepted from outside, far below overflow.
 pub const MAX_COUNTER: u64 = 1 << 53;
 /// Longest actor name accepted from outside.

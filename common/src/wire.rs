@@ -20,6 +20,14 @@ pub const ALPN: &[u8] = b"dynakv/1";
 /// connections use the peer's id instead, so a node cannot pose as another.
 pub const NODE_SERVER_NAME: &str = "dynakv-node";
 
+/// QUIC close code of a node that shut down after draining: every request it accepted
+/// was answered and the answer delivered, and nothing still pending on the connection
+/// was processed. A client may safely retry such pending requests, writes included.
+pub const CLOSE_DRAINED: u32 = 1;
+/// QUIC close code of a node that shut down before its requests finished: pending
+/// requests may or may not have been applied.
+pub const CLOSE_ABORTED: u32 = 2;
+
 /// A request: from a client to any node, or from a node to a peer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {

@@ -21,7 +21,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dynakv_client::conn::ConnError;
 use dynakv_common::quorum::{Progress, QuorumTracker};
 use dynakv_common::version::{validate_clock, Versioned};
 use dynakv_common::wire::{
@@ -412,6 +411,13 @@ async fn forward(
         if left.is_zero() {
             break;
         }
+        // Dial first, so the time it takes is not counted against the replica.
+        if let Err(e) = node.transport.ensure_connected(peer, left).await {
+            node.membership.record_failure(peer);
+            why.push(format!("{peer}: {e}"));
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
         // The replica gets a little less time than we wait, so its own answer (say,
         // "quorum not reached") reaches the client instead of our timeout.
         let margin = (left / 4).min(FORWARD_MARGIN);
@@ -429,7 +435,7 @@ async fn forward(
                 node.membership.record_ok(peer);
                 return resp;
             }
-            Err(e @ ConnError::Connect { .. }) => {
+            Err(e) if e.surely_not_delivered() => {
                 // Never reached the replica: safe to try the next one.
                 node.membership.record_failure(peer);
                 why.push(format!("{peer}: {e}"));

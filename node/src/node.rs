@@ -3,16 +3,18 @@
 //!
 //! `Node::start(config)` opens storage, loads TLS, binds the QUIC endpoint, and spawns
 //! the server and the failure detector; it returns a [`NodeHandle`] whose
-//! [`NodeHandle::shutdown`] stops accepting, lets in-flight requests finish, persists
-//! storage and waits for every task.
+//! [`NodeHandle::shutdown`] answers new requests "shutting down" (so clients go to
+//! another node), lets the requests in flight finish (for at most 5 s), persists storage,
+//! records the clean shutdown and waits for every task.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dynakv_common::limits::Limits;
-use dynakv_common::wire::{Request, Response, ALPN};
+use dynakv_common::wire::{Request, Response, ALPN, CLOSE_ABORTED, CLOSE_DRAINED};
 use dynakv_common::{NodeId, Ring};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -25,6 +27,9 @@ use crate::replica::Replica;
 use crate::storage::{Durability, Storage, StorageOptions};
 use crate::tls::NodeTls;
 use crate::transport::Transport;
+
+/// Longest time shutdown waits for requests in flight to finish.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Shared state of a node, handed to every request handler and background task.
 pub struct NodeState {
@@ -42,8 +47,12 @@ pub struct NodeState {
     pub transport: Transport,
     /// Operator-facing counters.
     pub counters: Counters,
-    /// Permits for requests in flight; none left means "overloaded".
+    /// Permits for client requests in flight; none left means "overloaded".
     pub in_flight: Arc<Semaphore>,
+    /// Permits for peer requests in flight, separate so client load cannot starve replication.
+    pub peer_in_flight: Arc<Semaphore>,
+    /// Set when shutdown starts: new requests are refused as "shutting down".
+    pub stopping: AtomicBool,
 }
 
 /// A running node; dropping it without `shutdown` leaves the tasks running until exit.
@@ -94,8 +103,9 @@ impl NodeHandle {
             &config.data_dir.join("store"),
             StorageOptions { durability },
         )?;
-        // Half a frame: two such states merged on a replica still fit in one frame.
-        let state_budget = config.limits().max_frame_bytes() / 2;
+        // A frame shared by N replicas' states: even N fully diverged states merged on
+        // one replica still fit in one frame, so the key stays readable and resolvable.
+        let state_budget = config.limits().max_frame_bytes() / config.replicas.max(2);
         let replica = Replica::open(storage, me.as_str(), state_budget).await?;
 
         let mut addrs: BTreeMap<NodeId, String> = peers
@@ -140,6 +150,8 @@ impl NodeHandle {
             transport,
             counters: Counters::default(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            peer_in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            stopping: AtomicBool::new(false),
             config,
         });
 
@@ -168,16 +180,24 @@ impl NodeHandle {
 
     /// Stops accepting work, waits for in-flight requests (bounded), persists storage.
     pub async fn shutdown(mut self) {
+        // From here new requests are answered "shutting down" (clients retry elsewhere)
+        // while the ones being served finish, within a bound.
+        self.state.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
-        // Let requests that are being served finish, but not forever.
         let all = u32::try_from(self.state.config.max_in_flight).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.state.in_flight.acquire_many(all),
-        )
-        .await;
+        let drain = async {
+            let clients = self.state.in_flight.acquire_many(all).await;
+            let peers = self.state.peer_in_flight.acquire_many(all).await;
+            (clients, peers)
+        };
+        let drained = tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_ok();
         while self.tasks.join_next().await.is_some() {}
-        self.endpoint.close(0u32.into(), b"node shutting down");
+        let code = if drained {
+            CLOSE_DRAINED
+        } else {
+            CLOSE_ABORTED
+        };
+        self.endpoint.close(code.into(), b"node shutting down");
         if let Err(e) = self.state.replica.mark_clean_shutdown().await {
             tracing::warn!(cause = %e, "could not record the clean shutdown; the next start takes a new epoch");
         }

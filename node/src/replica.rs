@@ -8,7 +8,7 @@
 use crdts::Dot;
 use dynakv_common::version::{Actor, Clock, Versioned};
 
-use crate::storage::{Change, Space, Storage, StorageError};
+use crate::storage::{Change, Durability, Space, Storage, StorageError};
 
 /// Format tag of stored states; bump when [`Versioned`]'s encoding changes.
 const FORMAT_V1: u8 = 1;
@@ -73,7 +73,10 @@ impl Replica {
         state_budget: usize,
     ) -> Result<Replica, ReplicaError> {
         let previous = storage.get(Space::Meta, ACTOR_KEY).await?;
-        let clean = storage.get(Space::Meta, CLEAN_KEY).await?.is_some();
+        // Without fsync a crash can bring back an old clean marker while losing writes
+        // made after it, so relaxed durability always takes a new epoch.
+        let clean = storage.get(Space::Meta, CLEAN_KEY).await?.is_some()
+            && storage.durability() == Durability::Fsync;
         let actor = match previous {
             Some(bytes) if clean => Actor(String::from_utf8_lossy(&bytes).into_owned()),
             _ => {

@@ -28,6 +28,8 @@ use crate::metrics::bump;
 use crate::node::NodeState;
 use crate::{coordinator, replica::ReplicaError};
 
+/// How long an answer may take to be acknowledged by the peer before its permit is freed.
+const ANSWER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stream may take to deliver its request frame.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -44,11 +46,10 @@ pub async fn serve(
         };
         let Some(incoming) = incoming else { break };
         let node = node.clone();
-        let stop = stop.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => serve_connection(node, conn, stop).await,
+                Ok(conn) => serve_connection(node, conn).await,
                 Err(e) => info!(peer = %remote, cause = %e, "handshake refused"),
             }
         });
@@ -84,23 +85,15 @@ fn role_of(conn: &quinn::Connection) -> Role {
     }
 }
 
-async fn serve_connection(
-    node: Arc<NodeState>,
-    conn: quinn::Connection,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Serves the streams of one connection until it closes. Streams keep being accepted
+/// while the node shuts down (they are answered "shutting down", so clients retry
+/// elsewhere); the connection ends when shutdown closes the endpoint.
+async fn serve_connection(node: Arc<NodeState>, conn: quinn::Connection) {
     let remote = conn.remote_address();
     let role = role_of(&conn);
     debug!(peer = %remote, ?role, "connection accepted");
     loop {
-        let stream = tokio::select! {
-            s = conn.accept_bi() => s,
-            _ = stop.changed() => {
-                conn.close(0u32.into(), b"node shutting down");
-                break;
-            }
-        };
-        match stream {
+        match conn.accept_bi().await {
             Ok((send, recv)) => {
                 tokio::spawn(serve_stream(node.clone(), role, send, recv));
             }
@@ -119,15 +112,31 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
 ) {
     let max_frame = node.limits.max_frame_bytes();
-    // Take a permit before reading, so the number of requests being buffered is bounded
-    // too, not only the number being served.
-    // Held until the response is written.
-    let Ok(_permit) = node.in_flight.clone().try_acquire_owned() else {
-        bump(&node.counters.overload_refusals);
-        let busy = Response::Error(WireError::new(
-            ErrorCode::Unavailable,
+    // Refuse before reading (so the client knows nothing was done and may retry on
+    // another node) when shutting down or at the in-flight limit. Peers have their own
+    // pool, so client load cannot starve replication. The permit is taken before
+    // reading, so buffered requests are bounded too, and held until the answer is sent.
+    let pool = match role {
+        Role::Node => &node.peer_in_flight,
+        Role::Client => &node.in_flight,
+    };
+    let refusal = if node.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        Some("node is shutting down; retry on another node")
+    } else {
+        None
+    };
+    let permit = match refusal {
+        None => pool.clone().try_acquire_owned().ok(),
+        Some(_) => None,
+    };
+    let Some(_permit) = permit else {
+        let message = refusal.unwrap_or(
             "node overloaded: too many requests in flight; retry later or use another node",
-        ));
+        );
+        if refusal.is_none() {
+            bump(&node.counters.overload_refusals);
+        }
+        let busy = Response::Error(WireError::new(ErrorCode::Unavailable, message));
         if let Ok(frame) = codec::encode_frame(&busy, max_frame) {
             let _ = recv.stop(0u32.into());
             let _ = write_frame(&mut send, &frame).await;
@@ -191,7 +200,11 @@ async fn serve_stream(
     };
     if let Err(e) = write_frame(&mut send, &frame).await {
         debug!(cause = %e, "could not send response");
+        return;
     }
+    // Keep the permit until the peer has the whole answer, so a shutdown that drained
+    // every permit has delivered every answer before it closes the connections.
+    let _ = tokio::time::timeout(ANSWER_DELIVERY_TIMEOUT, send.stopped()).await;
 }
 
 fn is_peer_request(req: &Request) -> bool {
@@ -273,6 +286,7 @@ fn status(node: &NodeState) -> StatusResponse {
             let storage = node.replica.storage().stats();
             counters.push(("storage_fsyncs".into(), storage.fsyncs));
             counters.push(("storage_writes".into(), storage.writes_committed));
+            counters.push(("storage_writes_synced".into(), storage.writes_synced));
             counters.push(("storage_largest_fsync_group".into(), storage.largest_group));
             counters
         },

@@ -105,6 +105,21 @@ impl Transport {
         Ok(conn)
     }
 
+    /// Makes sure a connection to `peer` is up (dialling if needed), within `timeout`.
+    pub async fn ensure_connected(
+        &self,
+        peer: &NodeId,
+        timeout: Duration,
+    ) -> Result<(), ConnError> {
+        match tokio::time::timeout(timeout, self.connection(peer)).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(ConnError::Connect {
+                addr: peer.to_string(),
+                reason: format!("no connection within {timeout:?}"),
+            }),
+        }
+    }
+
     /// Sends one request to a peer and waits at most `timeout` for its answer.
     pub async fn call(
         &self,

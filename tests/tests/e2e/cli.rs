@@ -171,6 +171,8 @@ async fn bench_prints_throughput_and_percentiles() -> anyhow::Result<()> {
             &cluster,
             &[
                 "--json",
+                "--timeout-ms",
+                "10000",
                 "bench",
                 "--ops",
                 "300",

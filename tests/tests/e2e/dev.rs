@@ -5,19 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{cli_binary, eventually, node_binary};
-
-/// A base port with `n` consecutive free UDP ports on 127.0.0.1.
-pub(crate) fn free_port_run(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = 20_000 + (rand::random::<u16>() % 40_000);
-        let all_free = (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no run of {n} free UDP ports found");
-}
+use crate::harness::{cli_binary, eventually, free_port_run, node_binary};
 
 fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
@@ -51,15 +39,24 @@ async fn dev_cluster_serves_the_cli_with_no_flags() -> anyhow::Result<()> {
             .output()
     };
     let result = async {
+        // Wait until every node sees every other, then write once (a retried blind put
+        // could legitimately leave two "apples" siblings).
         eventually(
             Duration::from_secs(60),
-            "dynakv put works with no flags",
+            "dynakv status shows 3 nodes up",
             || async {
-                let out = cli(&["put", "cart:1", "apples"]).ok()?;
-                out.status.success().then_some(())
+                let out = cli(&["status"]).ok()?;
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                (out.status.success() && text.matches(" up ").count() == 3).then_some(())
             },
         )
         .await?;
+        let out = cli(&["put", "cart:1", "apples"])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "put: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = cli(&["get", "cart:1"])?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         anyhow::ensure!(

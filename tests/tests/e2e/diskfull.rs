@@ -11,8 +11,7 @@ use anyhow::bail;
 use dynakv_client::settings::Settings;
 use dynakv_client::{Client, ClientError, ClientOptions, ReadOptions, WriteOptions};
 
-use crate::dev::free_port_run;
-use crate::harness::{eventually, node_binary};
+use crate::harness::{eventually, free_port_run, node_binary};
 
 /// A tmpfs mount, unmounted on drop.
 struct Tmpfs(PathBuf);

@@ -26,10 +26,27 @@ pub fn cli_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dynakv-under-test"))
 }
 
-/// A free UDP port on 127.0.0.1, as chosen by the OS.
+/// Node ports come from below Linux's ephemeral range (32768-60999), so that the
+/// ephemeral ports clients bind while tests run in parallel can never take a node's port
+/// between the check here and the node's own bind (or its restart).
+const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A base port with `n` consecutive free UDP ports on 127.0.0.1, outside the ephemeral range.
+pub fn free_port_run(n: u16) -> u16 {
+    for _ in 0..1000 {
+        let base =
+            NODE_PORTS.start + rand::random::<u16>() % (NODE_PORTS.end - NODE_PORTS.start - n);
+        let all_free = (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no run of {n} free UDP ports found in {NODE_PORTS:?}");
+}
+
+/// A free UDP port on 127.0.0.1 for a node.
 pub fn free_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-    socket.local_addr().expect("local addr").port()
+    free_port_run(1)
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
