@@ -111,6 +111,17 @@ impl Ring {
         Ok(ring)
     }
 
+    /// A 64-bit fingerprint of the ring (Q and every partition's owner): equal on nodes
+    /// that agree on placement.
+    pub fn fingerprint(&self) -> u64 {
+        let mut bytes = Vec::new();
+        for owner in &self.owners {
+            bytes.extend_from_slice(owner.as_str().as_bytes());
+            bytes.push(0);
+        }
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
     /// Number of partitions (Q).
     pub fn partition_count(&self) -> u32 {
         self.owners.len() as u32
@@ -300,6 +311,23 @@ mod tests {
         assert_eq!(ring.partition_of_hash(1 << 58), 1);
         let single = Ring::new(1, &ids(3)).unwrap();
         assert_eq!(single.partition_of_hash(u64::MAX), 0);
+    }
+
+    #[test]
+    fn fingerprints_differ_when_placement_does() {
+        let a = Ring::new(64, &ids(3)).unwrap();
+        assert_eq!(
+            a.fingerprint(),
+            Ring::new(64, &ids(3)).unwrap().fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            Ring::new(32, &ids(3)).unwrap().fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            Ring::new(64, &ids(4)).unwrap().fingerprint()
+        );
     }
 
     #[test]

@@ -41,8 +41,18 @@ pub enum Request {
     ReplicaGet { key: Vec<u8> },
     /// Peer: merge this state into yours, durably, then acknowledge.
     ReplicaPut { key: Vec<u8>, state: Versioned },
-    /// Peer: liveness probe of the failure detector.
-    Ping { from: NodeId },
+    /// Peer: liveness probe of the failure detector, carrying the sender's cluster shape
+    /// so that nodes configured differently refuse each other instead of misplacing keys.
+    Ping { from: NodeId, shape: ClusterShape },
+}
+
+/// What every node of a cluster must agree on: N and the ring (members and Q).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterShape {
+    /// Replicas per key (N).
+    pub replicas: u8,
+    /// [`crate::Ring::fingerprint`] of the node's ring.
+    pub ring: u64,
 }
 
 /// A client read.
@@ -144,6 +154,8 @@ pub enum ErrorCode {
     Storage,
     /// The peer is not allowed to make this request.
     Forbidden,
+    /// Two nodes disagree on the cluster configuration (members, N, Q).
+    Misconfigured,
     /// Anything else.
     Internal,
 }

@@ -22,6 +22,8 @@ use dynakv_common::{NodeId, Ring};
 pub struct PeerHealth {
     last_ok: Instant,
     failing_since: Option<Instant>,
+    /// Whether the transition to down has been reported (logged) already.
+    reported_down: bool,
 }
 
 impl PeerHealth {
@@ -30,18 +32,24 @@ impl PeerHealth {
         PeerHealth {
             last_ok: now,
             failing_since: None,
+            reported_down: false,
         }
     }
 
-    /// A successful answer at `now`.
-    pub fn record_ok(&mut self, now: Instant) {
+    /// A successful answer at `now`; returns true if the peer had been reported down.
+    pub fn record_ok(&mut self, now: Instant) -> bool {
         self.last_ok = now;
         self.failing_since = None;
+        std::mem::take(&mut self.reported_down)
     }
 
-    /// A failed request or ping at `now`.
-    pub fn record_failure(&mut self, now: Instant) {
+    /// A failed request or ping at `now`; returns true exactly once per outage: when
+    /// the peer is down and that has not been reported yet.
+    pub fn record_failure(&mut self, now: Instant, failure_timeout: Duration) -> bool {
         self.failing_since.get_or_insert(now);
+        let newly_down = !self.is_up(now, failure_timeout) && !self.reported_down;
+        self.reported_down |= newly_down;
+        newly_down
     }
 
     /// Whether the peer counts as up at `now`.
@@ -135,25 +143,20 @@ impl Membership {
     }
 
     /// Feeds a successful exchange with a peer into the detector; returns true if the
-    /// peer was down before.
+    /// peer had been reported down (it is back).
     pub fn record_ok(&self, id: &NodeId) -> bool {
         let now = Instant::now();
-        self.with_health(|h| {
-            h.get_mut(id).is_some_and(|p| {
-                let was_down = !p.is_up(now, self.failure_timeout);
-                p.record_ok(now);
-                was_down
-            })
-        })
+        self.with_health(|h| h.get_mut(id).is_some_and(|p| p.record_ok(now)))
     }
 
-    /// Feeds a failed exchange with a peer into the detector.
-    pub fn record_failure(&self, id: &NodeId) {
+    /// Feeds a failed exchange with a peer into the detector; returns true when this
+    /// failure is the one that makes the peer count as down (once per outage).
+    pub fn record_failure(&self, id: &NodeId) -> bool {
         let now = Instant::now();
+        let timeout = self.failure_timeout;
         self.with_health(|h| {
-            if let Some(p) = h.get_mut(id) {
-                p.record_failure(now);
-            }
+            h.get_mut(id)
+                .is_some_and(|p| p.record_failure(now, timeout))
         })
     }
 
@@ -178,10 +181,22 @@ mod tests {
             h.is_up(t0 + Duration::from_secs(10), timeout),
             "never failed: presumed up"
         );
-        h.record_failure(t0 + Duration::from_secs(1));
+        assert!(!h.record_failure(t0 + Duration::from_secs(1), timeout));
         assert!(h.is_up(t0 + Duration::from_secs(1), timeout));
         assert!(!h.is_up(t0 + Duration::from_secs(3), timeout));
-        h.record_ok(t0 + Duration::from_secs(4));
-        assert!(h.is_up(t0 + Duration::from_secs(4), timeout));
+        assert!(
+            h.record_failure(t0 + Duration::from_secs(3), timeout),
+            "reported once"
+        );
+        assert!(
+            !h.record_failure(t0 + Duration::from_secs(4), timeout),
+            "not twice"
+        );
+        assert!(
+            h.record_ok(t0 + Duration::from_secs(5)),
+            "back up after being down"
+        );
+        assert!(h.is_up(t0 + Duration::from_secs(5), timeout));
+        assert!(!h.record_ok(t0 + Duration::from_secs(6)));
     }
 }

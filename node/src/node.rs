@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynakv_common::limits::Limits;
-use dynakv_common::wire::{Request, Response, ALPN, CLOSE_ABORTED, CLOSE_DRAINED};
+use dynakv_common::wire::{
+    ClusterShape, ErrorCode, Request, Response, ALPN, CLOSE_ABORTED, CLOSE_DRAINED,
+};
 use dynakv_common::{NodeId, Ring};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -53,6 +55,16 @@ pub struct NodeState {
     pub peer_in_flight: Arc<Semaphore>,
     /// Set when shutdown starts: new requests are refused as "shutting down".
     pub stopping: AtomicBool,
+}
+
+impl NodeState {
+    /// What peers must agree on: N and the ring.
+    pub fn shape(&self) -> ClusterShape {
+        ClusterShape {
+            replicas: self.n as u8,
+            ring: self.membership.ring().fingerprint(),
+        }
+    }
 }
 
 /// A running node; dropping it without `shutdown` leaves the tasks running until exit.
@@ -225,6 +237,7 @@ async fn heartbeat(node: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
             tokio::spawn(async move {
                 let ping = Request::Ping {
                     from: node.membership.me().clone(),
+                    shape: node.shape(),
                 };
                 match node.transport.call(&peer, &ping, timeout).await {
                     Ok(Response::Pong) => {
@@ -232,11 +245,18 @@ async fn heartbeat(node: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
                             info!(peer = %peer, "peer is up");
                         }
                     }
-                    _ => {
-                        let was_up = node.membership.is_up(&peer);
-                        node.membership.record_failure(&peer);
-                        if was_up && !node.membership.is_up(&peer) {
-                            tracing::warn!(peer = %peer, "peer is down");
+                    Ok(Response::Error(e)) if e.code == ErrorCode::Misconfigured => {
+                        if node.membership.record_failure(&peer) {
+                            tracing::error!(peer = %peer, cause = %e.message, "peer refused: cluster configuration differs");
+                        }
+                    }
+                    other => {
+                        if node.membership.record_failure(&peer) {
+                            let cause = match other {
+                                Err(e) => e.to_string(),
+                                Ok(r) => format!("unexpected answer {r:?}"),
+                            };
+                            tracing::warn!(peer = %peer, cause = %cause, "peer is down");
                         }
                     }
                 }

@@ -250,7 +250,21 @@ async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Response {
                 Err(e) => storage_error(e),
             }
         }
-        Request::Ping { from } => {
+        Request::Ping { from, shape } => {
+            let mine = node.shape();
+            if shape != mine {
+                return Response::Error(WireError::new(
+                    ErrorCode::Misconfigured,
+                    format!(
+                        "{from} and {me} disagree on the cluster: {from} has N={} and ring {:016x}, {me} has N={} and ring {:016x}; every node must list the same members, replicas and partitions",
+                        shape.replicas,
+                        shape.ring,
+                        mine.replicas,
+                        mine.ring,
+                        me = node.membership.me(),
+                    ),
+                ));
+            }
             node.membership.record_ok(&from);
             Response::Pong
         }

@@ -76,6 +76,9 @@ pub struct ClusterOptions {
     pub tweak: Arc<dyn Fn(&mut NodeConfig) + Send + Sync>,
     /// Nodes (by index) that get a certificate from a different CA.
     pub foreign_ca: Vec<usize>,
+    /// Nodes (by index) that are expected not to join the others (so start-up does not
+    /// wait for them to be seen up).
+    pub isolated: Vec<usize>,
 }
 
 impl Default for ClusterOptions {
@@ -85,6 +88,7 @@ impl Default for ClusterOptions {
             replicas: 3,
             tweak: Arc::new(|_| {}),
             foreign_ca: Vec::new(),
+            isolated: Vec::new(),
         }
     }
 }
@@ -176,7 +180,7 @@ impl Cluster {
             cluster.spawn(i)?;
         }
         let healthy: Vec<usize> = (0..opts.nodes)
-            .filter(|i| !opts.foreign_ca.contains(i))
+            .filter(|i| !opts.foreign_ca.contains(i) && !opts.isolated.contains(i))
             .collect();
         for &i in &healthy {
             cluster.wait_sees_up(i, &healthy).await?;

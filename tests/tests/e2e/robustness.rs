@@ -330,3 +330,27 @@ async fn a_key_cannot_grow_past_its_state_budget_and_stays_readable() -> anyhow:
     assert_eq!(after.values, vec![b"resolved".to_vec()]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_configured_differently_refuse_each_other() -> anyhow::Result<()> {
+    // n3 believes N=2: it would place keys differently, so the others must not count it.
+    let cluster = Cluster::start(ClusterOptions {
+        tweak: Arc::new(|c| {
+            if c.id == "n3" {
+                c.replicas = 2;
+            }
+        }),
+        isolated: vec![2],
+        ..Default::default()
+    })
+    .await?;
+    cluster.wait_sees_down(0, &[2]).await?;
+    cluster.wait_sees_down(2, &[0, 1]).await?;
+    let log = eventually(Duration::from_secs(10), "the refusal is logged", || {
+        let log = std::fs::read_to_string(&cluster.nodes[0].log).unwrap_or_default();
+        async move { log.contains("disagree on the cluster").then_some(log) }
+    })
+    .await?;
+    assert!(log.contains("has N=2"), "{log}");
+    Ok(())
+}
