@@ -224,27 +224,13 @@ impl Client {
     }
 
     async fn dial(&self, addr: &str) -> Result<quinn::Connection, ConnError> {
-        let fail = |reason: String| ConnError::Connect {
-            addr: addr.to_string(),
-            reason,
-        };
-        let resolved = tokio::net::lookup_host(addr)
-            .await
-            .map_err(|e| fail(format!("cannot resolve: {e}")))?
-            .next()
-            .ok_or_else(|| fail("address resolves to nothing".into()))?;
-        let connecting = self
-            .endpoint
-            .connect(resolved, NODE_SERVER_NAME)
-            .map_err(|e| fail(e.to_string()))?;
-        match tokio::time::timeout(self.options.connect_timeout, connecting).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(fail(conn::describe_connection_error(&e))),
-            Err(_) => Err(fail(format!(
-                "no handshake within {:?} (is a node listening there?)",
-                self.options.connect_timeout
-            ))),
-        }
+        conn::dial(
+            &self.endpoint,
+            addr,
+            NODE_SERVER_NAME,
+            self.options.connect_timeout,
+        )
+        .await
     }
 
     /// Sends a request, failing over to other nodes while the failure is a transport one.

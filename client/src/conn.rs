@@ -33,6 +33,36 @@ pub enum ConnError {
 /// Bytes reserved for a frame body before any of it has arrived.
 const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
+/// Resolves `addr` (`host:port`) and opens a QUIC connection to it, checking that the
+/// node's certificate is valid for `server_name`, within `timeout`. Used by clients and by
+/// nodes dialling their peers.
+pub async fn dial(
+    endpoint: &quinn::Endpoint,
+    addr: &str,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<quinn::Connection, ConnError> {
+    let fail = |reason: String| ConnError::Connect {
+        addr: addr.to_string(),
+        reason,
+    };
+    let resolved = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| fail(format!("cannot resolve: {e}")))?
+        .next()
+        .ok_or_else(|| fail("address resolves to nothing".into()))?;
+    let connecting = endpoint
+        .connect(resolved, server_name)
+        .map_err(|e| fail(e.to_string()))?;
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(fail(describe_connection_error(&e))),
+        Err(_) => Err(fail(format!(
+            "no handshake within {timeout:?} (is a node listening there?)"
+        ))),
+    }
+}
+
 /// Reads one frame from a stream: header, size check, body. `Ok(None)` on a clean end
 /// of stream before any byte.
 pub async fn read_frame<T: DeserializeOwned>(

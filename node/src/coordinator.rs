@@ -59,12 +59,63 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn deadline(node: &NodeState, timeout_ms: Option<u32>) -> (Instant, Duration) {
+/// The request's deadline: its own `timeout_ms` (1 ms to 60 s) or the node's default.
+fn deadline(node: &NodeState, timeout_ms: Option<u32>) -> Result<(Instant, Duration), Response> {
+    if timeout_ms == Some(0) {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            "timeout must be at least 1 ms",
+        ));
+    }
     let timeout = timeout_ms
         .map(|ms| Duration::from_millis(u64::from(ms)))
         .unwrap_or_else(|| node.config.request_timeout())
         .min(MAX_REQUEST_TIMEOUT);
-    (Instant::now() + timeout, timeout)
+    Ok((Instant::now() + timeout, timeout))
+}
+
+type Answers<T> = mpsc::Receiver<(NodeId, Result<T, String>)>;
+
+/// Runs `op` against every replica at once; answers arrive in completion order. The
+/// tasks outlive the caller's wait, so slow replicas still get their write (or feed read
+/// repair) after the client has its answer.
+fn fan_out<T, F, Fut>(node: &Arc<NodeState>, replicas: &[NodeId], op: F) -> Answers<T>
+where
+    T: Send + 'static,
+    F: Fn(Arc<NodeState>, NodeId) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(replicas.len().max(1));
+    for peer in replicas.iter().cloned() {
+        let tx = tx.clone();
+        let work = op(node.clone(), peer.clone());
+        tokio::spawn(async move {
+            let _ = tx.send((peer, work.await)).await;
+        });
+    }
+    rx
+}
+
+/// Feeds answers into `tracker` until the quorum is reached, cannot be reached, or the
+/// deadline passes; `keep` receives each successful answer.
+async fn wait_for_quorum<T>(
+    answers: &mut Answers<T>,
+    tracker: &mut QuorumTracker,
+    deadline: Instant,
+    mut keep: impl FnMut(NodeId, T),
+) -> Progress {
+    let mut progress = tracker.progress();
+    while progress == Progress::Pending {
+        match tokio::time::timeout_at(deadline, answers.recv()).await {
+            Ok(Some((peer, Ok(value)))) => {
+                keep(peer.clone(), value);
+                progress = tracker.record(peer, Ok(()));
+            }
+            Ok(Some((peer, Err(why)))) => progress = tracker.record(peer, Err(why)),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    progress
 }
 
 fn reasons(tracker: &QuorumTracker) -> String {
@@ -90,10 +141,10 @@ pub async fn get(node: Arc<NodeState>, req: GetRequest) -> Response {
         Ok(r) => r,
         Err(e) => return invalid(e),
     };
-    if req.timeout_ms == Some(0) {
-        return error(ErrorCode::InvalidRequest, "timeout must be at least 1 ms");
-    }
-    let (deadline, timeout) = deadline(&node, req.timeout_ms);
+    let (deadline, timeout) = match deadline(&node, req.timeout_ms) {
+        Ok(d) => d,
+        Err(refusal) => return refusal,
+    };
     let replicas = node.membership.ring().preference_list_for_key(&req.key, n);
     let up = count_up(&node, &replicas);
     if up < r {
@@ -106,31 +157,17 @@ pub async fn get(node: Arc<NodeState>, req: GetRequest) -> Response {
         );
     }
 
-    let (tx, mut rx) = mpsc::channel(replicas.len());
-    for peer in replicas.iter().cloned() {
-        let node = node.clone();
-        let tx = tx.clone();
-        let key = req.key.clone();
-        tokio::spawn(async move {
-            let result = read_replica(&node, &peer, key, timeout).await;
-            let _ = tx.send((peer, result)).await;
-        });
-    }
-    drop(tx);
-
+    let key = req.key.clone();
+    let mut rx = fan_out(&node, &replicas, move |node, peer| {
+        let key = key.clone();
+        async move { read_replica(&node, &peer, key, timeout).await }
+    });
     let mut tracker = QuorumTracker::new(r, replicas.len());
     let mut answers: Vec<(NodeId, Option<Versioned>)> = Vec::new();
-    let mut progress = Progress::Pending;
-    while progress == Progress::Pending {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((peer, Ok(state)))) => {
-                answers.push((peer.clone(), state));
-                progress = tracker.record(peer, Ok(()));
-            }
-            Ok(Some((peer, Err(why)))) => progress = tracker.record(peer, Err(why)),
-            Ok(None) | Err(_) => break,
-        }
-    }
+    let progress = wait_for_quorum(&mut rx, &mut tracker, deadline, |peer, state| {
+        answers.push((peer, state))
+    })
+    .await;
     if progress != Progress::Reached {
         bump(&node.counters.read_quorum_misses);
         return error(
@@ -192,26 +229,16 @@ async fn read_replica(
         return node.replica.read(&key).await.map_err(|e| e.to_string());
     }
     match node
-        .transport
-        .call(peer, &Request::ReplicaGet { key }, timeout)
+        .call_peer(peer, &Request::ReplicaGet { key }, timeout)
         .await
     {
-        Ok(Response::ReplicaState(state)) => {
-            node.membership.record_ok(peer);
-            match state {
-                Some(s) if !s.is_well_formed() => Err("answered with a malformed state".into()),
-                state => Ok(state),
-            }
+        Ok(Response::ReplicaState(Some(s))) if !s.is_well_formed() => {
+            Err("answered with a malformed state".into())
         }
-        Ok(Response::Error(e)) => {
-            node.membership.record_ok(peer);
-            Err(e.message)
-        }
+        Ok(Response::ReplicaState(state)) => Ok(state),
+        Ok(Response::Error(e)) => Err(e.message),
         Ok(other) => Err(format!("unexpected answer {other:?}")),
-        Err(e) => {
-            node.membership.record_failure(peer);
-            Err(e.to_string())
-        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -266,23 +293,13 @@ async fn write_replica(
             .map_err(|e| e.to_string());
     }
     match node
-        .transport
-        .call(peer, &Request::ReplicaPut { key, state }, timeout)
+        .call_peer(peer, &Request::ReplicaPut { key, state }, timeout)
         .await
     {
-        Ok(Response::Ack) => {
-            node.membership.record_ok(peer);
-            Ok(())
-        }
-        Ok(Response::Error(e)) => {
-            node.membership.record_ok(peer);
-            Err(e.message)
-        }
+        Ok(Response::Ack) => Ok(()),
+        Ok(Response::Error(e)) => Err(e.message),
         Ok(other) => Err(format!("unexpected answer {other:?}")),
-        Err(e) => {
-            node.membership.record_failure(peer);
-            Err(e.to_string())
-        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -307,10 +324,10 @@ pub async fn put(node: Arc<NodeState>, req: PutRequest) -> Response {
             return invalid(e);
         }
     }
-    if req.timeout_ms == Some(0) {
-        return error(ErrorCode::InvalidRequest, "timeout must be at least 1 ms");
-    }
-    let (deadline, timeout) = deadline(&node, req.timeout_ms);
+    let (deadline, timeout) = match deadline(&node, req.timeout_ms) {
+        Ok(d) => d,
+        Err(refusal) => return refusal,
+    };
     let replicas = node.membership.ring().preference_list_for_key(&req.key, n);
     let me = node.membership.me().clone();
     if !replicas.contains(&me) {
@@ -353,26 +370,14 @@ pub async fn put(node: Arc<NodeState>, req: PutRequest) -> Response {
     };
 
     let mut tracker = QuorumTracker::new(w, replicas.len());
-    let mut progress = tracker.record(me.clone(), Ok(()));
+    tracker.record(me.clone(), Ok(()));
     let others: Vec<NodeId> = replicas.iter().filter(|id| **id != me).cloned().collect();
-    let (tx, mut rx) = mpsc::channel(others.len().max(1));
-    for peer in others {
-        let node = node.clone();
-        let tx = tx.clone();
-        let key = req.key.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            let result = write_replica(&node, &peer, key, state, timeout).await;
-            let _ = tx.send((peer, result)).await;
-        });
-    }
-    drop(tx);
-    while progress == Progress::Pending {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((peer, result))) => progress = tracker.record(peer, result),
-            Ok(None) | Err(_) => break,
-        }
-    }
+    let (key, written) = (req.key.clone(), state.clone());
+    let mut rx = fan_out(&node, &others, move |node, peer| {
+        let (key, written) = (key.clone(), written.clone());
+        async move { write_replica(&node, &peer, key, written, timeout).await }
+    });
+    let progress = wait_for_quorum(&mut rx, &mut tracker, deadline, |_, ()| {}).await;
     if progress != Progress::Reached {
         bump(&node.counters.write_quorum_misses);
         return error(
@@ -426,24 +431,17 @@ async fn forward(
                 .unwrap_or(u32::MAX)
                 .max(1),
         );
-        match node
-            .transport
-            .call(peer, &Request::Put(req.clone()), left)
-            .await
-        {
-            Ok(resp) => {
-                node.membership.record_ok(peer);
-                return resp;
+        match node.call_peer(peer, &Request::Put(req.clone()), left).await {
+            // Refused unread (overloaded, shutting down): nothing done, try the next one.
+            Ok(Response::Error(e)) if e.code == ErrorCode::Unavailable => {
+                why.push(format!("{peer}: {}", e.message));
             }
-            Err(e) if e.surely_not_delivered() => {
-                // Never reached the replica: safe to try the next one.
-                node.membership.record_failure(peer);
-                why.push(format!("{peer}: {e}"));
-            }
+            Ok(resp) => return resp,
+            // Never reached the replica: safe to try the next one.
+            Err(e) if e.surely_not_delivered() => why.push(format!("{peer}: {e}")),
             Err(e) => {
                 // The replica may have applied the write: retrying elsewhere could store
                 // it twice, so report the unknown outcome instead.
-                node.membership.record_failure(peer);
                 bump(&node.counters.write_quorum_misses);
                 return error(
                     ErrorCode::QuorumNotReached,

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynakv_client::conn::ConnError;
 use dynakv_common::limits::Limits;
 use dynakv_common::wire::{
     ClusterShape, ErrorCode, Request, Response, ALPN, CLOSE_ABORTED, CLOSE_DRAINED,
@@ -58,6 +59,26 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// Sends a request to a peer and feeds the outcome to the failure detector: any
+    /// answer means the peer is alive, a transport failure counts against it.
+    pub async fn call_peer(
+        &self,
+        peer: &NodeId,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, ConnError> {
+        let result = self.transport.call(peer, req, timeout).await;
+        match &result {
+            Ok(_) => {
+                self.membership.record_ok(peer);
+            }
+            Err(_) => {
+                self.membership.record_failure(peer);
+            }
+        }
+        result
+    }
+
     /// What peers must agree on: N and the ring.
     pub fn shape(&self) -> ClusterShape {
         ClusterShape {

@@ -7,8 +7,7 @@
 //! Outgoing requests pass through the fault layer ([`crate::fault`]) first.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynakv_client::conn::{self, ConnError};
@@ -30,8 +29,8 @@ pub struct Transport {
     /// One connection slot per peer; the async mutex makes dialling single-flight.
     slots: Mutex<HashMap<NodeId, Slot>>,
     max_frame: usize,
-    /// Injected faults; changeable at run time by experiments.
-    faults: RwLock<FaultConfig>,
+    /// Injected faults (from the config; off by default).
+    faults: FaultConfig,
 }
 
 impl Transport {
@@ -46,20 +45,8 @@ impl Transport {
             addrs,
             slots: Mutex::new(HashMap::new()),
             max_frame,
-            faults: RwLock::new(faults),
+            faults,
         }
-    }
-
-    /// Replaces the injected faults.
-    pub fn set_faults(&self, faults: FaultConfig) {
-        if let Ok(mut f) = self.faults.write() {
-            *f = faults;
-        }
-    }
-
-    /// The injected faults now in force.
-    pub fn faults(&self) -> FaultConfig {
-        self.faults.read().map(|f| f.clone()).unwrap_or_default()
     }
 
     fn slot(&self, peer: &NodeId) -> Slot {
@@ -83,24 +70,8 @@ impl Transport {
             addr: peer.to_string(),
             reason: "not a member".into(),
         })?;
-        let fail = |reason: String| ConnError::Connect {
-            addr: addr.clone(),
-            reason,
-        };
-        let resolved: SocketAddr = tokio::net::lookup_host(addr.as_str())
-            .await
-            .map_err(|e| fail(format!("cannot resolve: {e}")))?
-            .next()
-            .ok_or_else(|| fail("resolves to no address".into()))?;
-        let connecting = self
-            .endpoint
-            .connect(resolved, peer.as_str())
-            .map_err(|e| fail(e.to_string()))?;
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(fail(conn::describe_connection_error(&e))),
-            Err(_) => return Err(fail(format!("no handshake within {CONNECT_TIMEOUT:?}"))),
-        };
+        // The peer's id is the TLS name: a node cannot pose as another.
+        let conn = conn::dial(&self.endpoint, addr, peer.as_str(), CONNECT_TIMEOUT).await?;
         *guard = Some(conn.clone());
         Ok(conn)
     }
@@ -127,30 +98,16 @@ impl Transport {
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, ConnError> {
-        let faults = self.faults();
-        if faults.is_active() {
-            let verdict = fault::judge(&faults, peer.as_str(), &mut rand::thread_rng());
-            match verdict {
-                Verdict::Partitioned => {
-                    // Behave like a silent network: the caller waits its deadline out.
-                    tokio::time::sleep(timeout).await;
-                    return Err(ConnError::Timeout {
-                        addr: peer.to_string(),
-                        timeout,
-                    });
-                }
-                Verdict::Lost => {
-                    tokio::time::sleep(timeout).await;
-                    return Err(ConnError::Timeout {
-                        addr: peer.to_string(),
-                        timeout,
-                    });
-                }
-                Verdict::Send(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
-                Verdict::Send(_) => {}
-            }
-        }
         let work = async {
+            if self.faults.is_active() {
+                // Lost and partitioned requests behave like a silent network: the caller
+                // waits its deadline out.
+                let verdict = fault::judge(&self.faults, peer.as_str(), &mut rand::thread_rng());
+                match verdict {
+                    Verdict::Partitioned | Verdict::Lost => std::future::pending::<()>().await,
+                    Verdict::Send(delay) => tokio::time::sleep(delay).await,
+                }
+            }
             let conn = self.connection(peer).await?;
             conn::request(&conn, req, self.max_frame, timeout).await
         };
