@@ -7,6 +7,7 @@
 //! every other one, and stops the nodes on Ctrl-C. Nodes are real processes: `kill -9`
 //! one to watch the cluster route around it, and restart it with the printed command.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -34,11 +35,8 @@ pub struct DevOptions {
 /// The client configuration file `dynakv` reads.
 pub const CLIENT_CONFIG: &str = "client.toml";
 
-fn node_ids(n: usize) -> Vec<String> {
-    (1..=n).map(|i| format!("n{i}")).collect()
-}
-
-/// Writes certificates and config files; returns the config path of each node.
+/// Writes certificates and config files for `dynakv-node dev`; returns the config path
+/// of each node.
 pub fn prepare(opts: &DevOptions) -> anyhow::Result<Vec<(String, PathBuf)>> {
     if opts.nodes == 0 || opts.replicas == 0 || opts.replicas > opts.nodes {
         bail!(
@@ -47,41 +45,62 @@ pub fn prepare(opts: &DevOptions) -> anyhow::Result<Vec<(String, PathBuf)>> {
             opts.replicas
         );
     }
-    std::fs::create_dir_all(&opts.dir)
-        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
-    let ids = node_ids(opts.nodes);
+    let members: Vec<(String, SocketAddr)> = (0..opts.nodes)
+        .map(|i| {
+            let port = u16::try_from(opts.base_port as usize + i)
+                .context("--base-port leaves no room for every node below port 65536")?;
+            Ok((
+                format!("n{}", i + 1),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    write_layout(&opts.dir, &members, opts.replicas, |_| {})
+}
+
+/// Writes a local cluster under `dir`: a CA and certificates (kept if they exist),
+/// `<id>/node.toml` for each member (TLS files and data next to it), and `client.toml`
+/// for the CLI. `tweak` adjusts each node's config before it is written. Returns each
+/// member's id and config path. Shared by `dynakv-node dev` and the test harness.
+pub fn write_layout(
+    dir: &Path,
+    members: &[(String, SocketAddr)],
+    replicas: usize,
+    tweak: impl Fn(&mut NodeConfig),
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
     let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    crate::certs::ensure_dev_certs(&opts.dir, &ids, &hosts)?;
-    let addr = |i: usize| format!("127.0.0.1:{}", opts.base_port as usize + i);
-    let peers: Vec<String> = ids
+    crate::certs::ensure_dev_certs(dir, &ids, &hosts)?;
+    let peers: Vec<String> = members
         .iter()
-        .enumerate()
-        .map(|(i, id)| format!("{id}@{}", addr(i)))
+        .map(|(id, addr)| format!("{id}@{addr}"))
         .collect();
     let mut configs = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let config = NodeConfig {
+    for (id, addr) in members {
+        let mut config = NodeConfig {
             id: id.clone(),
-            listen: addr(i).parse()?,
+            listen: *addr,
             data_dir: PathBuf::from("data"),
             ca_cert: Some("ca.pem".into()),
             cert: Some("node.pem".into()),
             key: Some("node.key.pem".into()),
             peers: peers.clone(),
-            replicas: opts.replicas,
+            replicas,
             ..NodeConfig::default()
         };
-        let path = opts.dir.join(id).join("node.toml");
+        tweak(&mut config);
+        let path = dir.join(id).join("node.toml");
         std::fs::write(&path, toml::to_string_pretty(&config)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         configs.push((id.clone(), path));
     }
-    let nodes: Vec<String> = (0..opts.nodes).map(addr).collect();
+    let nodes: Vec<String> = members.iter().map(|(_, addr)| addr.to_string()).collect();
     let client = format!(
-        "# Written by `dynakv-node dev`: how `dynakv` reaches this cluster.\n\
+        "# Written by dynakv-node: how `dynakv` reaches this cluster.\n\
          nodes = {nodes:?}\nca = \"client/ca.pem\"\ncert = \"client/client.pem\"\nkey = \"client/client.key.pem\"\n"
     );
-    std::fs::write(opts.dir.join(CLIENT_CONFIG), client)?;
+    std::fs::write(dir.join(CLIENT_CONFIG), client)?;
     Ok(configs)
 }
 

@@ -79,6 +79,23 @@ impl NodeState {
         result
     }
 
+    /// Every counter with its name: request counters and the storage's group-commit
+    /// counters. What `dynakv status` shows and the Prometheus endpoint exports.
+    pub fn counter_snapshot(&self) -> Vec<(String, u64)> {
+        let mut counters = self.counters.snapshot();
+        let storage = self.replica.storage().stats();
+        counters.extend([
+            ("storage_fsyncs".to_string(), storage.fsyncs),
+            ("storage_writes".to_string(), storage.writes_committed),
+            ("storage_writes_synced".to_string(), storage.writes_synced),
+            (
+                "storage_largest_fsync_group".to_string(),
+                storage.largest_group,
+            ),
+        ]);
+        counters
+    }
+
     /// What peers must agree on: N and the ring.
     pub fn shape(&self) -> ClusterShape {
         ClusterShape {
@@ -294,10 +311,7 @@ async fn export_metrics(node: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        let mut counters = node.counters.snapshot();
-        let storage = node.replica.storage().stats();
-        counters.push(("storage_fsyncs".into(), storage.fsyncs));
-        counters.push(("storage_writes".into(), storage.writes_committed));
+        let counters = node.counter_snapshot();
         let peers = node.membership.peers();
         let up = peers.iter().filter(|p| node.membership.is_up(p)).count();
         let keys = node

@@ -120,28 +120,24 @@ async fn serve_stream(
         Role::Node => &node.peer_in_flight,
         Role::Client => &node.in_flight,
     };
-    let refusal = if node.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-        Some("node is shutting down; retry on another node")
+    let permit = if node.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        Err("node is shutting down; retry on another node")
     } else {
-        None
-    };
-    let permit = match refusal {
-        None => pool.clone().try_acquire_owned().ok(),
-        Some(_) => None,
-    };
-    let Some(_permit) = permit else {
-        let message = refusal.unwrap_or(
-            "node overloaded: too many requests in flight; retry later or use another node",
-        );
-        if refusal.is_none() {
+        pool.clone().try_acquire_owned().map_err(|_| {
             bump(&node.counters.overload_refusals);
+            "node overloaded: too many requests in flight; retry later or use another node"
+        })
+    };
+    let _permit = match permit {
+        Ok(permit) => permit,
+        Err(message) => {
+            let busy = Response::Error(WireError::new(ErrorCode::Unavailable, message));
+            if let Ok(frame) = codec::encode_frame(&busy, max_frame) {
+                let _ = recv.stop(0u32.into());
+                let _ = write_frame(&mut send, &frame).await;
+            }
+            return;
         }
-        let busy = Response::Error(WireError::new(ErrorCode::Unavailable, message));
-        if let Ok(frame) = codec::encode_frame(&busy, max_frame) {
-            let _ = recv.stop(0u32.into());
-            let _ = write_frame(&mut send, &frame).await;
-        }
-        return;
     };
     let read = tokio::time::timeout(
         REQUEST_READ_TIMEOUT,
@@ -295,14 +291,6 @@ fn status(node: &NodeState) -> StatusResponse {
             .replica
             .storage()
             .approximate_len(crate::storage::Space::Data) as u64,
-        counters: {
-            let mut counters = node.counters.snapshot();
-            let storage = node.replica.storage().stats();
-            counters.push(("storage_fsyncs".into(), storage.fsyncs));
-            counters.push(("storage_writes".into(), storage.writes_committed));
-            counters.push(("storage_writes_synced".into(), storage.writes_synced));
-            counters.push(("storage_largest_fsync_group".into(), storage.largest_group));
-            counters
-        },
+        counters: node.counter_snapshot(),
     }
 }

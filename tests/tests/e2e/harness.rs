@@ -114,12 +114,20 @@ impl Cluster {
     /// Starts a cluster and waits until every node sees every member up.
     pub async fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("dynakv-test-").tempdir()?;
-        let ids: Vec<String> = (1..=opts.nodes).map(|i| format!("n{i}")).collect();
-        let hosts = vec!["127.0.0.1".to_string()];
-        dynakv_node::certs::ensure_dev_certs(dir.path(), &ids, &hosts)?;
+        let members: Vec<(String, std::net::SocketAddr)> = (1..=opts.nodes)
+            .map(|i| (format!("n{i}"), ([127, 0, 0, 1], free_port()).into()))
+            .collect();
+        let tweak = opts.tweak.clone();
+        let configs = dynakv_node::dev::write_layout(dir.path(), &members, opts.replicas, |c| {
+            // Detect failures faster than the defaults, so tests wait less.
+            c.heartbeat_interval_ms = 200;
+            c.failure_timeout_ms = 1_000;
+            tweak(c);
+        })?;
         if !opts.foreign_ca.is_empty() {
             let other = dir.path().join("other-ca");
-            dynakv_node::certs::ensure_dev_certs(&other, &ids, &hosts)?;
+            let ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
+            dynakv_node::certs::ensure_dev_certs(&other, &ids, &["127.0.0.1".to_string()])?;
             for &i in &opts.foreign_ca {
                 let id = &ids[i];
                 for f in ["node.pem", "node.key.pem", "ca.pem"] {
@@ -127,49 +135,18 @@ impl Cluster {
                 }
             }
         }
-        let addrs: Vec<String> = ids
+        let nodes = members
             .iter()
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let peers: Vec<String> = ids
-            .iter()
-            .zip(&addrs)
-            .map(|(id, a)| format!("{id}@{a}"))
-            .collect();
-        let mut nodes = Vec::new();
-        for (id, addr) in ids.iter().zip(&addrs) {
-            let mut config = NodeConfig {
+            .zip(configs)
+            .map(|((id, addr), (_, config))| NodeProc {
                 id: id.clone(),
-                listen: addr.parse()?,
-                data_dir: PathBuf::from("data"),
-                ca_cert: Some("ca.pem".into()),
-                cert: Some("node.pem".into()),
-                key: Some("node.key.pem".into()),
-                peers: peers.clone(),
-                replicas: opts.replicas,
-                heartbeat_interval_ms: 200,
-                failure_timeout_ms: 1_000,
-                ..NodeConfig::default()
-            };
-            (opts.tweak)(&mut config);
-            let node_dir = dir.path().join(id);
-            let path = node_dir.join("node.toml");
-            std::fs::write(&path, toml::to_string_pretty(&config)?)?;
-            nodes.push(NodeProc {
-                id: id.clone(),
-                addr: addr.clone(),
-                config: path,
-                log: node_dir.join("node.log"),
+                addr: addr.to_string(),
+                log: config.with_file_name("node.log"),
+                config,
                 child: None,
-            });
-        }
-        let client_toml = dir.path().join("client.toml");
-        std::fs::write(
-            &client_toml,
-            format!(
-                "nodes = {addrs:?}\nca = \"client/ca.pem\"\ncert = \"client/client.pem\"\nkey = \"client/client.key.pem\"\n"
-            ),
-        )?;
+            })
+            .collect();
+        let client_toml = dir.path().join(dynakv_node::dev::CLIENT_CONFIG);
         let settings = Settings::from_file(&client_toml)?;
         let mut cluster = Cluster {
             dir,
