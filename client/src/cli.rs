@@ -221,6 +221,22 @@ fn human_bytes(bytes: &[u8]) -> String {
     }
 }
 
+/// Prints the outcome of a put or delete: `{"context":..}` as JSON, else a line saying
+/// `done` and how many replicas acknowledged, then the context to pass back.
+fn print_write(
+    out: &mut impl Write,
+    json: bool,
+    done: &str,
+    r: &crate::PutResult,
+) -> std::io::Result<()> {
+    if json {
+        writeln!(out, "{}", json!({ "context": r.context_token() }))
+    } else {
+        writeln!(out, "{done} ({} replicas acknowledged)", r.replicas_acked)?;
+        writeln!(out, "context: {}", r.context_token())
+    }
+}
+
 fn parse_context(token: Option<&str>) -> anyhow::Result<Option<dynakv_common::Clock>> {
     token
         .map(decode_context)
@@ -252,24 +268,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     buf
                 }
             };
-            let client = connect(&s, s.nodes.clone()).await?;
             let opts = WriteOptions {
                 w: *w,
                 context: parse_context(context.as_deref())?,
                 timeout_ms: cli.timeout_ms,
             };
+            let client = connect(&s, s.nodes.clone()).await?;
             let r = client.put(key.as_bytes(), value, opts).await?;
-            if cli.json {
-                writeln!(out, "{}", json!({ "context": r.context_token() }))?;
-            } else {
-                writeln!(out, "ok ({} replicas acknowledged)", r.replicas_acked)?;
-                writeln!(out, "context: {}", r.context_token())?;
-            }
+            print_write(out, cli.json, "ok", &r)?;
             client.close().await;
         }
         Cmd::Delete { key, w, context } => {
+            let context = parse_context(context.as_deref())?;
             let client = connect(&s, s.nodes.clone()).await?;
-            let context = match parse_context(context.as_deref())? {
+            let context = match context {
                 Some(c) => c,
                 None => {
                     // A quorum read, whatever W: a delete should see what is there.
@@ -286,12 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout_ms: cli.timeout_ms,
             };
             let r = client.delete(key.as_bytes(), opts).await?;
-            if cli.json {
-                writeln!(out, "{}", json!({ "context": r.context_token() }))?;
-            } else {
-                writeln!(out, "deleted ({} replicas acknowledged)", r.replicas_acked)?;
-                writeln!(out, "context: {}", r.context_token())?;
-            }
+            print_write(out, cli.json, "deleted", &r)?;
             client.close().await;
         }
         Cmd::Get { key, r } => {

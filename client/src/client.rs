@@ -108,6 +108,34 @@ pub struct WriteOptions {
     pub timeout_ms: Option<u32>,
 }
 
+impl ReadOptions {
+    /// Reads that need `r` replicas to answer.
+    pub fn with_r(r: Quorum) -> ReadOptions {
+        ReadOptions {
+            r,
+            ..ReadOptions::default()
+        }
+    }
+}
+
+impl WriteOptions {
+    /// Writes that need `w` replicas to store them.
+    pub fn with_w(w: Quorum) -> WriteOptions {
+        WriteOptions {
+            w,
+            ..WriteOptions::default()
+        }
+    }
+
+    /// Writes that replace what the read with this context saw.
+    pub fn with_context(context: Clock) -> WriteOptions {
+        WriteOptions {
+            context: Some(context),
+            ..WriteOptions::default()
+        }
+    }
+}
+
 /// The result of a read.
 #[derive(Debug, Clone)]
 pub struct GetResult {

@@ -27,14 +27,7 @@ async fn quorum_survives_a_killed_node_and_all_fails_fast() -> anyhow::Result<()
     // only guards the test against a hang; it is not a performance assertion.
     let result = tokio::time::timeout(
         Duration::from_secs(20),
-        client.put(
-            b"all",
-            b"v".to_vec(),
-            WriteOptions {
-                w: Quorum::All,
-                ..Default::default()
-            },
-        ),
+        client.put(b"all", b"v".to_vec(), WriteOptions::with_w(Quorum::All)),
     )
     .await
     .expect("a W=all write with a node down must not hang");
@@ -53,13 +46,7 @@ async fn quorum_survives_a_killed_node_and_all_fails_fast() -> anyhow::Result<()
     // Same for R=all.
     let result = tokio::time::timeout(
         Duration::from_secs(20),
-        client.get(
-            b"q1",
-            ReadOptions {
-                r: Quorum::All,
-                timeout_ms: None,
-            },
-        ),
+        client.get(b"q1", ReadOptions::with_r(Quorum::All)),
     )
     .await
     .expect("an R=all read with a node down must not hang");
@@ -71,14 +58,7 @@ async fn quorum_survives_a_killed_node_and_all_fails_fast() -> anyhow::Result<()
     // Once the detector has marked the node down, W=all is refused before writing.
     cluster.wait_sees_down(0, &[2]).await?;
     let err = client
-        .put(
-            b"all2",
-            b"v".to_vec(),
-            WriteOptions {
-                w: Quorum::All,
-                ..Default::default()
-            },
-        )
+        .put(b"all2", b"v".to_vec(), WriteOptions::with_w(Quorum::All))
         .await
         .expect_err("W=all must fail with a node down");
     assert!(err.to_string().contains("nothing was written"), "{err}");
@@ -95,10 +75,7 @@ async fn acknowledged_writes_survive_kill_and_restart() -> anyhow::Result<()> {
             .put(
                 format!("d{i}").as_bytes(),
                 format!("value-{i}").into_bytes(),
-                WriteOptions {
-                    w: Quorum::All,
-                    ..Default::default()
-                },
+                WriteOptions::with_w(Quorum::All),
             )
             .await?;
     }
@@ -126,13 +103,7 @@ async fn acknowledged_writes_survive_kill_and_restart() -> anyhow::Result<()> {
     let lonely = cluster.client_only(2).await?;
     for i in 0..50 {
         let g = lonely
-            .get(
-                format!("d{i}").as_bytes(),
-                ReadOptions {
-                    r: Quorum::One,
-                    timeout_ms: None,
-                },
-            )
+            .get(format!("d{i}").as_bytes(), ReadOptions::with_r(Quorum::One))
             .await?;
         assert_eq!(
             g.values,
@@ -153,10 +124,7 @@ async fn coordinator_killed_right_after_ack_keeps_the_write() -> anyhow::Result<
         .put(
             key.as_bytes(),
             b"acked".to_vec(),
-            WriteOptions {
-                w: Quorum::One,
-                ..Default::default()
-            },
+            WriteOptions::with_w(Quorum::One),
         )
         .await?;
     cluster.kill(0);
@@ -166,13 +134,7 @@ async fn coordinator_killed_right_after_ack_keeps_the_write() -> anyhow::Result<
     let g = cluster
         .client_only(0)
         .await?
-        .get(
-            key.as_bytes(),
-            ReadOptions {
-                r: Quorum::One,
-                timeout_ms: None,
-            },
-        )
+        .get(key.as_bytes(), ReadOptions::with_r(Quorum::One))
         .await?;
     assert_eq!(
         g.values,
@@ -225,13 +187,7 @@ async fn a_killed_node_comes_back_with_a_new_epoch_a_stopped_one_does_not() -> a
     let g = cluster
         .client_only(0)
         .await?
-        .get(
-            b"e2",
-            ReadOptions {
-                r: Quorum::All,
-                timeout_ms: None,
-            },
-        )
+        .get(b"e2", ReadOptions::with_r(Quorum::All))
         .await?;
     assert_eq!(g.values, vec![b"v".to_vec()]);
     Ok(())

@@ -191,10 +191,7 @@ async fn a_peer_with_a_certificate_from_another_ca_is_refused() -> anyhow::Resul
         .put(
             b"k",
             b"v".to_vec(),
-            WriteOptions {
-                w: dynakv_common::quorum::Quorum::All,
-                ..Default::default()
-            },
+            WriteOptions::with_w(dynakv_common::quorum::Quorum::All),
         )
         .await
         .expect_err("W=all cannot include the impostor");
@@ -312,19 +309,13 @@ async fn a_key_cannot_grow_past_its_state_budget_and_stays_readable() -> anyhow:
         .put(
             b"hot",
             b"resolved".to_vec(),
-            WriteOptions {
-                context: Some(read.context),
-                ..Default::default()
-            },
+            WriteOptions::with_context(read.context),
         )
         .await?;
     let after = client
         .get(
             b"hot",
-            ReadOptions {
-                r: dynakv_common::quorum::Quorum::All,
-                timeout_ms: None,
-            },
+            ReadOptions::with_r(dynakv_common::quorum::Quorum::All),
         )
         .await?;
     assert_eq!(after.values, vec![b"resolved".to_vec()]);

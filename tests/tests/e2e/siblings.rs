@@ -29,31 +29,17 @@ async fn two_writers_from_one_context(
         .put(
             key,
             b"alice".to_vec(),
-            WriteOptions {
-                context: Some(a_read.context),
-                ..Default::default()
-            },
+            WriteOptions::with_context(a_read.context),
         )
         .await?;
     bob.put(
         key,
         b"bob".to_vec(),
-        WriteOptions {
-            context: Some(b_read.context),
-            ..Default::default()
-        },
+        WriteOptions::with_context(b_read.context),
     )
     .await?;
 
-    let both = alice
-        .get(
-            key,
-            ReadOptions {
-                r: Quorum::All,
-                timeout_ms: None,
-            },
-        )
-        .await?;
+    let both = alice.get(key, ReadOptions::with_r(Quorum::All)).await?;
     assert_eq!(
         sorted(both.values.clone()),
         vec![b"alice".to_vec(), b"bob".to_vec()],
@@ -64,21 +50,10 @@ async fn two_writers_from_one_context(
     bob.put(
         key,
         b"merged".to_vec(),
-        WriteOptions {
-            context: Some(both.context),
-            ..Default::default()
-        },
+        WriteOptions::with_context(both.context),
     )
     .await?;
-    let merged = alice
-        .get(
-            key,
-            ReadOptions {
-                r: Quorum::All,
-                timeout_ms: None,
-            },
-        )
-        .await?;
+    let merged = alice.get(key, ReadOptions::with_r(Quorum::All)).await?;
     assert_eq!(merged.values, vec![b"merged".to_vec()]);
     Ok(())
 }
@@ -120,13 +95,7 @@ async fn sequential_writes_with_returned_context_keep_one_value() -> anyhow::Res
         context = Some(r.context);
     }
     let read = clients[0]
-        .get(
-            b"counter",
-            ReadOptions {
-                r: Quorum::All,
-                timeout_ms: None,
-            },
-        )
+        .get(b"counter", ReadOptions::with_r(Quorum::All))
         .await?;
     assert_eq!(read.values, vec![b"99".to_vec()]);
     Ok(())
@@ -159,13 +128,7 @@ async fn sibling_count_is_bounded_by_concurrent_writers() -> anyhow::Result<()> 
         }
     }
     let read = writers[0]
-        .get(
-            b"shared",
-            ReadOptions {
-                r: Quorum::All,
-                timeout_ms: None,
-            },
-        )
+        .get(b"shared", ReadOptions::with_r(Quorum::All))
         .await?;
     // Three writers who never read each other's values are truly concurrent: exactly
     // three siblings, one per writer — not one per write, and none lost.
@@ -203,13 +166,7 @@ async fn concurrent_blind_writes_through_every_node_are_all_kept() -> anyhow::Re
     }
     let client = cluster.client_from(0).await?;
     let read = client
-        .get(
-            b"hot-key",
-            ReadOptions {
-                r: Quorum::All,
-                timeout_ms: None,
-            },
-        )
+        .get(b"hot-key", ReadOptions::with_r(Quorum::All))
         .await?;
     let mut expected: Vec<Vec<u8>> = (0..6)
         .flat_map(|w| (0..15).map(move |i| format!("w{w}-{i}").into_bytes()))
@@ -250,14 +207,7 @@ async fn a_cart_updated_concurrently_through_all_nodes_loses_no_item() -> anyhow
                 cart.insert(format!("s{shopper}-item{i}"));
                 let value = cart.into_iter().collect::<Vec<_>>().join(",").into_bytes();
                 client
-                    .put(
-                        b"cart",
-                        value,
-                        WriteOptions {
-                            context: Some(read.context),
-                            ..Default::default()
-                        },
-                    )
+                    .put(b"cart", value, WriteOptions::with_context(read.context))
                     .await?;
             }
             anyhow::Ok(())
@@ -269,13 +219,7 @@ async fn a_cart_updated_concurrently_through_all_nodes_loses_no_item() -> anyhow
     let read = cluster
         .client_from(0)
         .await?
-        .get(
-            b"cart",
-            ReadOptions {
-                r: Quorum::All,
-                timeout_ms: None,
-            },
-        )
+        .get(b"cart", ReadOptions::with_r(Quorum::All))
         .await?;
     let cart = items(&read.values);
     for shopper in 0..4 {
