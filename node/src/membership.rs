@@ -110,11 +110,6 @@ impl Membership {
         }
     }
 
-    /// A member's advertised address.
-    pub fn addr(&self, id: &NodeId) -> Option<&str> {
-        self.addrs.get(id).map(String::as_str)
-    }
-
     /// Every member with its address.
     pub fn members(&self) -> &BTreeMap<NodeId, String> {
         &self.addrs
