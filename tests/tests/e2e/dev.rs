@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{cli_binary, eventually, free_port_run, node_binary};
+use crate::harness::{cli_binary, eventually, free_port_run, node_binary, terminate};
 
 fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
@@ -80,18 +80,7 @@ async fn dev_cluster_serves_the_cli_with_no_flags() -> anyhow::Result<()> {
         .try_iter()
         .filter_map(|l| l.split("(pid ").nth(1)?.split(')').next()?.parse().ok())
         .collect();
-    // SAFETY: sending SIGTERM to the child we spawned.
-    unsafe {
-        libc::kill(dev.id() as i32, libc::SIGTERM);
-    }
-    let stopped = eventually(Duration::from_secs(30), "dev cluster stops", || {
-        let done = matches!(dev.try_wait(), Ok(Some(_)));
-        async move { done.then_some(()) }
-    })
-    .await;
-    if stopped.is_err() {
-        let _ = dev.kill();
-    }
+    let stopped = terminate(&mut dev, "dev cluster").await;
     result?;
     stopped?;
     assert_eq!(pids.len(), 3, "dev printed three node pids");

@@ -11,7 +11,7 @@ use anyhow::bail;
 use dynakv_client::settings::Settings;
 use dynakv_client::{Client, ClientError, ClientOptions, ReadOptions, WriteOptions};
 
-use crate::harness::{eventually, free_port_run, node_binary};
+use crate::harness::{eventually, free_port_run, node_binary, terminate};
 
 /// A tmpfs mount, unmounted on drop.
 struct Tmpfs(PathBuf);
@@ -71,16 +71,7 @@ impl Dev {
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {
-        // SAFETY: SIGTERM to a child we spawned.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let child = &mut self.0;
-        eventually(Duration::from_secs(30), "dev cluster stops", || {
-            let done = matches!(child.try_wait(), Ok(Some(_)));
-            async move { done.then_some(()) }
-        })
-        .await
+        terminate(&mut self.0, "dev cluster").await
     }
 }
 

@@ -67,6 +67,29 @@ where
     }
 }
 
+/// Sends SIGTERM to `child` and waits (polling, 30 s at most) for it to exit; kills it
+/// if it does not.
+pub async fn terminate(child: &mut Child, what: &str) -> anyhow::Result<()> {
+    // SAFETY: kill(2) on a child process this test spawned, with a valid signal.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let exited = eventually(
+        Duration::from_secs(30),
+        &format!("{what} exits after SIGTERM"),
+        || {
+            let done = matches!(child.try_wait(), Ok(Some(_)));
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    exited
+}
+
 /// How to build a test cluster.
 #[derive(Clone)]
 pub struct ClusterOptions {
@@ -219,20 +242,7 @@ impl Cluster {
     /// Stops node `i` cleanly with SIGTERM and waits for it to exit.
     pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
         if let Some(mut child) = self.nodes[i].child.take() {
-            // SAFETY: sending SIGTERM to a child process we spawned.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let exited = eventually(Duration::from_secs(30), "node exits after SIGTERM", || {
-                let done = matches!(child.try_wait(), Ok(Some(_)));
-                async move { done.then_some(()) }
-            })
-            .await;
-            if exited.is_err() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            exited?;
+            terminate(&mut child, "node").await?;
         }
         Ok(())
     }

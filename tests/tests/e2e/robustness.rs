@@ -10,6 +10,22 @@ use dynakv_common::limits::Limits;
 use dynakv_common::wire::{ErrorCode, Request, Response, ALPN, NODE_SERVER_NAME};
 use rand::RngCore;
 
+/// Connects to `addr` with `tls` and returns the error it must fail with.
+async fn refused(addr: &str, tls: quinn::ClientConfig, what: &str) -> String {
+    let mut opts = ClientOptions::new(vec![addr.to_string()], tls);
+    opts.connect_timeout = Duration::from_secs(5);
+    opts.request_timeout = Duration::from_secs(5);
+    // With TLS 1.3 a refused client certificate may only show on the first request.
+    let result = match Client::connect(opts).await {
+        Ok(client) => client.get(b"k", ReadOptions::default()).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => panic!("{what} was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions {
@@ -150,15 +166,8 @@ async fn a_client_with_a_certificate_from_another_ca_is_refused() -> anyhow::Res
         &c.join("client.key.pem"),
         ALPN,
     )?;
-    let mut opts = ClientOptions::new(vec![cluster.nodes[0].addr.clone()], tls);
-    opts.connect_timeout = Duration::from_secs(3);
-    opts.request_timeout = Duration::from_secs(5);
-    let result = match Client::connect(opts).await {
-        Ok(client) => client.get(b"k", ReadOptions::default()).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    let err = result.expect_err("a foreign client certificate was accepted");
-    assert!(err.to_string().contains("TLS refused"), "{err}");
+    let err = refused(&cluster.nodes[0].addr, tls, "a foreign client certificate").await;
+    assert!(err.contains("TLS refused"), "{err}");
     // A client that does not trust the cluster CA refuses the node, too.
     let tls = dynakv_client::tls::client_config(
         &c.join("ca.pem"),
@@ -166,12 +175,12 @@ async fn a_client_with_a_certificate_from_another_ca_is_refused() -> anyhow::Res
         &c.join("client.key.pem"),
         ALPN,
     )?;
-    let mut opts = ClientOptions::new(vec![cluster.nodes[0].addr.clone()], tls);
-    opts.connect_timeout = Duration::from_secs(3);
-    let err = match Client::connect(opts).await {
-        Ok(_) => panic!("a node with an untrusted certificate was accepted"),
-        Err(e) => e.to_string(),
-    };
+    let err = refused(
+        &cluster.nodes[0].addr,
+        tls,
+        "a node with an untrusted certificate",
+    )
+    .await;
     assert!(err.contains("TLS refused"), "{err}");
     Ok(())
 }
@@ -254,12 +263,7 @@ async fn a_client_of_another_protocol_version_fails_clearly() -> anyhow::Result<
         &c.join("client.key.pem"),
         b"dynakv/0",
     )?;
-    let mut opts = ClientOptions::new(vec![cluster.nodes[0].addr.clone()], tls);
-    opts.connect_timeout = Duration::from_secs(5);
-    let err = match Client::connect(opts).await {
-        Ok(_) => panic!("a client speaking dynakv/0 was accepted"),
-        Err(e) => e.to_string(),
-    };
+    let err = refused(&cluster.nodes[0].addr, tls, "a client speaking dynakv/0").await;
     assert!(err.contains("different dynakv protocol version"), "{err}");
     Ok(())
 }
