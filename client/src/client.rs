@@ -21,7 +21,7 @@ use dynakv_common::wire::{
 };
 use tokio::sync::Mutex;
 
-use crate::conn::{self, ConnError};
+use dynakv_common::net::{self as conn, ConnError};
 
 /// How long to wait for a node to accept a connection before trying the next one.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -2,8 +2,6 @@
 //!
 //! - [`client`]: [`Client`] — connect to any node, fail over to the next, get/put/delete
 //!   with per-request R/W and causal contexts.
-//! - [`conn`]: one request per QUIC stream, length-prefixed frames with limits (also
-//!   used by nodes to talk to their peers).
 //! - [`tls`]: the client's mutual-TLS configuration under the cluster CA.
 //! - [`settings`]: where the CLI finds nodes and certificates (flags, environment,
 //!   `client.toml`).
@@ -12,7 +10,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
-pub mod conn;
+pub mod lab;
 pub mod settings;
 pub mod tls;
 

@@ -7,25 +7,16 @@
 //!
 //! Only TLS 1.3 is offered, with exactly the ALPN protocol given, and the rustls
 //! configuration is built with an explicit *ring* provider (no process-wide default is
-//! needed). QUIC transport: a keep-alive every second, a 5 s idle timeout and up to 4096
-//! concurrent bidirectional streams (one per request).
+//! needed). QUIC transport settings come from [`dynakv_common::net::transport_config`].
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
-
-/// Most concurrent bidirectional streams on one connection.
-pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 4096;
-/// Interval between QUIC keep-alive packets.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// A connection without any packet for this long is considered dead.
-pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What went wrong loading the TLS files or building the configuration. `origin` names
 /// where the bytes came from: a file path, or a label given to
@@ -89,19 +80,6 @@ pub fn client_config_from_pem(
         Pem::new(key, "the client key".to_string()),
         alpn,
     )
-}
-
-/// The QUIC transport settings of a client connection.
-pub fn transport_config() -> quinn::TransportConfig {
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_CONCURRENT_BIDI_STREAMS))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
-        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-            MAX_IDLE_TIMEOUT.as_millis() as u32,
-        ))));
-    transport
 }
 
 /// PEM bytes and where they came from (for error messages).
@@ -177,7 +155,7 @@ fn build(
     tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|source| TlsError::Quic { source })?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(dynakv_common::net::transport_config()));
     Ok(config)
 }
 

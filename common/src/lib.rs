@@ -1,6 +1,7 @@
 //! Pure, I/O-free logic shared by dynakv nodes, clients and tests.
 //!
-//! Nothing here does I/O, spawns tasks or reads the clock: callers pass `now` in.
+//! Nothing here (outside the optional `net` module) does I/O, spawns tasks or reads the
+//! clock: callers pass `now` in.
 //! That keeps the heart of the store — placement, versions, quorum arithmetic and
 //! the wire format — testable with plain unit and property tests.
 //!
@@ -12,11 +13,19 @@
 //! - [`wire`]: the request/response messages nodes and clients exchange.
 //! - [`codec`]: length-prefixed postcard frames with a size limit.
 //! - [`limits`]: key, value and frame size limits.
+//! - [`merkle`]: per-partition hash trees over key digests and their diff (anti-entropy).
+//! - [`dist`]: delay distributions (fixed, uniform, exponential, Pareto, mixtures).
+//! - `net` (cargo feature `net`): dialling, frames over QUIC streams and the QUIC
+//!   transport settings, shared by clients and nodes; the only part that does I/O.
 //! - [`error`]: the error type of this crate.
 
 pub mod codec;
+pub mod dist;
 pub mod error;
 pub mod limits;
+pub mod merkle;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod quorum;
 pub mod ring;
 pub mod version;

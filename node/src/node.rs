@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynakv_client::conn::ConnError;
+use dynakv_common::net::ConnError;
 use dynakv_common::limits::Limits;
 use dynakv_common::wire::{
     ClusterShape, ErrorCode, Request, Response, ALPN, CLOSE_ABORTED, CLOSE_DRAINED,

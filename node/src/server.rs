@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynakv_client::conn::{read_frame, write_frame, FrameError};
+use dynakv_common::net::{read_frame, write_frame, FrameError};
 use dynakv_common::codec;
 use dynakv_common::wire::{
     ErrorCode, Request, Response, StatusResponse, WireError, NODE_SERVER_NAME,

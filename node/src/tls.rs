@@ -29,7 +29,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
-pub use dynakv_client::tls::{KEEP_ALIVE_INTERVAL, MAX_CONCURRENT_BIDI_STREAMS, MAX_IDLE_TIMEOUT};
+use dynakv_common::net::transport_config;
 
 /// What went wrong loading the TLS files or building a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -161,13 +161,6 @@ impl NodeTls {
         config.transport_config(Arc::new(transport_config()));
         Ok(config)
     }
-}
-
-/// The QUIC transport settings of every node connection: the same as a client's, so
-/// stream limits, keep-alive and idle timeout are tuned in one place
-/// ([`dynakv_client::tls::transport_config`]).
-pub fn transport_config() -> quinn::TransportConfig {
-    dynakv_client::tls::transport_config()
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {

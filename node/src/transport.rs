@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dynakv_client::conn::{self, ConnError};
+use dynakv_common::net::{self as conn, ConnError};
 use dynakv_common::wire::{Request, Response};
 use dynakv_common::NodeId;
 

@@ -115,7 +115,7 @@ async fn garbage_bytes_do_not_hurt_the_node() -> anyhow::Result<()> {
         // Either an error frame or a closed stream; never a hang, never success.
         let answer = tokio::time::timeout(
             Duration::from_secs(10),
-            dynakv_client::conn::read_frame::<Response>(&mut recv, 1 << 20),
+            dynakv_common::net::read_frame::<Response>(&mut recv, 1 << 20),
         )
         .await
         .expect("the node answers within the deadline");
@@ -242,7 +242,7 @@ async fn client_certificates_cannot_make_peer_requests() -> anyhow::Result<()> {
         key: b"k".to_vec(),
         state,
     };
-    let resp = dynakv_client::conn::request(&conn, &req, 1 << 20, Duration::from_secs(10)).await?;
+    let resp = dynakv_common::net::request(&conn, &req, 1 << 20, Duration::from_secs(10)).await?;
     match resp {
         Response::Error(e) => assert_eq!(e.code, ErrorCode::Forbidden, "{}", e.message),
         other => panic!("a client certificate made a replica write: {other:?}"),

@@ -1,13 +1,17 @@
-//! One request over one QUIC stream: write a frame, read a frame, with limits.
+//! The async half of the wire, shared by clients and nodes (cargo feature `net`):
+//! dialling a node with a bounded handshake, one request per QUIC stream as one
+//! length-prefixed frame each way, and the QUIC transport settings both sides use.
 //!
-//! Shared by the client library and by nodes talking to their peers, so both ends
-//! agree on framing byte for byte. The server side of the same framing lives in the
-//! node's transport and uses [`read_frame`] and [`write_frame`] from here.
+//! It belongs to neither side: the client library and the node's peer transport and
+//! server all speak through these functions, so both ends agree on framing byte for
+//! byte. The pure framing arithmetic is [`crate::codec`]; this module only moves bytes.
+//! Reading never trusts a header with an allocation: the body buffer grows as bytes
+//! arrive, up to the frame limit checked first.
 
 use std::time::Duration;
 
-use dynakv_common::codec::{self, HEADER_BYTES};
-use dynakv_common::wire::{Request, Response, CLOSE_DRAINED};
+use crate::codec::{self, HEADER_BYTES};
+use crate::wire::{Request, Response, CLOSE_DRAINED};
 use serde::de::DeserializeOwned;
 
 /// Why a request over a connection failed, before any application-level answer.
@@ -28,6 +32,28 @@ pub enum ConnError {
     /// The request could not be encoded, or the answer could not be decoded.
     #[error("protocol error with {addr}: {reason}")]
     Protocol { addr: String, reason: String },
+}
+
+/// Most concurrent bidirectional streams on one connection (one per request in flight).
+pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 4096;
+/// Interval between QUIC keep-alive packets.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection without any packet for this long is considered dead.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The QUIC transport settings of every dynakv connection, client or peer: many
+/// concurrent request streams, no unidirectional streams, a keep-alive every second and
+/// a 5 s idle timeout so a dead peer is noticed quickly.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_CONCURRENT_BIDI_STREAMS))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            MAX_IDLE_TIMEOUT.as_millis() as u32,
+        ))));
+    transport
 }
 
 /// Bytes reserved for a frame body before any of it has arrived.
@@ -113,7 +139,7 @@ pub async fn write_frame(send: &mut quinn::SendStream, frame: &[u8]) -> Result<(
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("{0}")]
-    TooLarge(dynakv_common::Error),
+    TooLarge(crate::Error),
     #[error("malformed frame: {0}")]
     Malformed(String),
     #[error("stream error: {0}")]

@@ -1,0 +1,1 @@
+//! The consistency lab (placeholder; being written).

@@ -1,0 +1,1 @@
+//! Delay distributions (placeholder; being written).

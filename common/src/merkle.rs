@@ -1,0 +1,1 @@
+//! Merkle trees for anti-entropy (placeholder; being written).
