@@ -216,6 +216,7 @@ async fn worker(
         let read_options = ReadOptions {
             r: opts.r,
             timeout_ms: opts.timeout_ms,
+            ..ReadOptions::default()
         };
         let outcome = if read {
             let k = rng.gen_range(0..keys);
@@ -239,6 +240,7 @@ async fn worker(
                 w: opts.w,
                 context: contexts.get(&k).cloned(),
                 timeout_ms: opts.timeout_ms,
+                ..WriteOptions::default()
             };
             let t0 = Instant::now();
             let r = client

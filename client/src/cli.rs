@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use crate::bench::{self, BenchOptions};
 use crate::settings::{Overrides, Settings};
+use crate::show::{human_bytes, json_bytes};
 use crate::{Client, ClientOptions, ReadOptions, WriteOptions};
 use anyhow::{bail, Context};
-use base64::Engine;
 use clap::{Parser, Subcommand};
 use dynakv_common::limits::Limits;
 use dynakv_common::quorum::Quorum;
+use dynakv_common::replication::QuorumMode;
+use dynakv_common::wire::ReadRepair;
 
 /// Largest key the CLI sends; a node's own limit (default 1 KiB) applies after that.
 const CLI_MAX_KEY_BYTES: usize = 64 * 1024;
@@ -86,6 +88,10 @@ enum Cmd {
         /// Without it the write is added next to existing values as a sibling.
         #[arg(long)]
         context: Option<String>,
+        /// Count only the key's primary replicas toward W (Riak's PW): fail when fewer
+        /// than W of them are up, instead of letting fallbacks stand in (sloppy quorum).
+        #[arg(long)]
+        strict: bool,
     },
     /// Read a key: every concurrent value (sibling) and the context to write back with.
     Get {
@@ -94,6 +100,13 @@ enum Cmd {
         /// Replicas that must answer: 1..N, one, quorum or all.
         #[arg(long, default_value = "quorum")]
         r: Quorum,
+        /// Count only the key's primary replicas toward R (Riak's PR).
+        #[arg(long)]
+        strict: bool,
+        /// Repair replicas found behind: off, async (after the reply) or sync (before it,
+        /// so the answer is on every replica that answered).
+        #[arg(long, default_value = "async")]
+        read_repair: ReadRepair,
     },
     /// Delete a key (writes a tombstone).
     Delete {
@@ -107,11 +120,45 @@ enum Cmd {
         /// a value written concurrently and not yet seen survives as a sibling.
         #[arg(long)]
         context: Option<String>,
+        /// Count only the key's primary replicas toward W (see put --strict).
+        #[arg(long)]
+        strict: bool,
     },
     /// Show the cluster as the connected node sees it.
     Status,
+    /// Look inside one node (admin certificate needed).
+    Debug {
+        #[command(subcommand)]
+        command: DebugCmd,
+    },
+    /// Operate the cluster's background repair (admin certificate needed).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
     /// Drive the cluster with a read/write mix and report throughput and latency percentiles.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum DebugCmd {
+    /// One node's local copy of a key: siblings with their dots, the clock, hints held
+    /// for it. Use --node to pick the node (the first one given otherwise).
+    Replica {
+        /// The key.
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// A node's Merkle-tree anti-entropy: last exchange per partition and peer, keys
+    /// repaired, bytes exchanged. With --now, run a full exchange round first.
+    AntiEntropy {
+        /// Exchange every partition with every other replica now, then show the state.
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -202,25 +249,6 @@ async fn connect(settings: &Settings, nodes: Vec<String>) -> anyhow::Result<Arc<
     Ok(Client::connect(opts).await?)
 }
 
-/// A value as JSON: a string if it is UTF-8, else `{"base64": "..."}`.
-fn json_bytes(bytes: &[u8]) -> serde_json::Value {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => json!(s),
-        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
-    }
-}
-
-/// A value for people: the text if it is UTF-8, else base64 marked as such.
-fn human_bytes(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(_) => format!(
-            "(binary, base64) {}",
-            base64::engine::general_purpose::STANDARD.encode(bytes)
-        ),
-    }
-}
-
 /// Prints the outcome of a put or delete: `{"context":..}` as JSON, else a line saying
 /// `done` and how many replicas acknowledged, then the context to pass back.
 fn print_write(
@@ -234,6 +262,14 @@ fn print_write(
     } else {
         writeln!(out, "{done} ({} replicas acknowledged)", r.replicas_acked)?;
         writeln!(out, "context: {}", r.context_token())
+    }
+}
+
+fn mode(strict: bool) -> QuorumMode {
+    if strict {
+        QuorumMode::Strict
+    } else {
+        QuorumMode::Sloppy
     }
 }
 
@@ -254,6 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             w,
             context,
+            strict,
         } => {
             let value = match (value, file) {
                 (Some(v), _) => v.clone().into_bytes(),
@@ -270,6 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let opts = WriteOptions {
                 w: *w,
+                mode: mode(*strict),
                 context: parse_context(context.as_deref())?,
                 timeout_ms: cli.timeout_ms,
             };
@@ -278,7 +316,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_write(out, cli.json, "ok", &r)?;
             client.close().await;
         }
-        Cmd::Delete { key, w, context } => {
+        Cmd::Delete {
+            key,
+            w,
+            context,
+            strict,
+        } => {
             let context = parse_context(context.as_deref())?;
             let client = connect(&s, s.nodes.clone()).await?;
             let context = match context {
@@ -287,13 +330,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     // A quorum read, whatever W: a delete should see what is there.
                     let read = ReadOptions {
                         r: Quorum::Quorum,
+                        mode: mode(*strict),
                         timeout_ms: cli.timeout_ms,
+                        ..ReadOptions::default()
                     };
                     client.get(key.as_bytes(), read).await?.context
                 }
             };
             let opts = WriteOptions {
                 w: *w,
+                mode: mode(*strict),
                 context: Some(context),
                 timeout_ms: cli.timeout_ms,
             };
@@ -301,13 +347,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_write(out, cli.json, "deleted", &r)?;
             client.close().await;
         }
-        Cmd::Get { key, r } => {
+        Cmd::Get {
+            key,
+            r,
+            strict,
+            read_repair,
+        } => {
             let client = connect(&s, s.nodes.clone()).await?;
             let g = client
                 .get(
                     key.as_bytes(),
                     ReadOptions {
                         r: *r,
+                        mode: mode(*strict),
+                        read_repair: *read_repair,
                         timeout_ms: cli.timeout_ms,
                     },
                 )
@@ -357,7 +410,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     out,
                     "{}",
                     json!({"node": st.node.as_str(), "version": st.version, "replicas": st.replicas,
-                           "partitions": st.partitions, "keys": st.keys, "members": members, "counters": counters})
+                           "partitions": st.partitions, "keys": st.keys, "members": members, "counters": counters,
+                           "hints_pending": st.hints_pending.iter().map(|(id, n)| (id.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                           "workers": st.workers, "latency": st.latency})
                 )?;
             } else {
                 writeln!(
@@ -386,6 +441,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
                 writeln!(out, "counters: {}", counters.join(" "))?;
+                if !st.hints_pending.is_empty() {
+                    let hints: Vec<String> = st
+                        .hints_pending
+                        .iter()
+                        .map(|(id, n)| format!("{id}={n}"))
+                        .collect();
+                    writeln!(out, "hints pending: {}", hints.join(" "))?;
+                }
+                for w in &st.workers {
+                    writeln!(
+                        out,
+                        "worker {:<14} {:<8} {:>6} steps  {}",
+                        w.name, w.state, w.steps, w.detail
+                    )?;
+                }
+                for l in &st.latency {
+                    let ms = |us: u64| us as f64 / 1000.0;
+                    writeln!(
+                        out,
+                        "latency {:<12} n={:<8} p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+                        l.op,
+                        l.count,
+                        ms(l.p50_us),
+                        ms(l.p90_us),
+                        ms(l.p99_us),
+                        ms(l.p999_us),
+                        ms(l.max_us)
+                    )?;
+                }
+            }
+            client.close().await;
+        }
+        Cmd::Debug {
+            command: DebugCmd::Replica { key },
+        } => {
+            let client = connect(&s, s.nodes.clone()).await?;
+            let d = client.debug_replica(key.as_bytes()).await?;
+            if cli.json {
+                writeln!(out, "{}", crate::show::debug_json(&d))?;
+            } else {
+                write!(out, "{}", crate::show::debug_text(&d))?;
+            }
+            client.close().await;
+        }
+        Cmd::Admin {
+            command: AdminCmd::AntiEntropy { now },
+        } => {
+            let client = connect(&s, s.nodes.clone()).await?;
+            let st = client.anti_entropy(*now).await?;
+            if cli.json {
+                writeln!(out, "{}", serde_json::to_string(&st)?)?;
+            } else {
+                write!(out, "{}", crate::show::anti_entropy_text(&st))?;
             }
             client.close().await;
         }

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use dynakv_common::limits::Limits;
 use dynakv_common::quorum::Quorum;
+use dynakv_common::replication::QuorumMode;
 use dynakv_common::version::{encode_context, Clock};
 use dynakv_common::wire::{
-    ErrorCode, GetRequest, PutRequest, Request, Response, StatusResponse, WireError,
-    NODE_SERVER_NAME,
+    AntiEntropyStatus, DebugReplica, ErrorCode, GetRequest, PutRequest, ReadRepair, Request,
+    Response, StatusResponse, WireError, NODE_SERVER_NAME,
 };
 use tokio::sync::Mutex;
 
@@ -93,6 +94,10 @@ fn format_attempts(attempts: &[(String, String)]) -> String {
 pub struct ReadOptions {
     /// Replicas that must answer (default: quorum).
     pub r: Quorum,
+    /// Sloppy (fallbacks count toward R, the default) or strict (primaries only).
+    pub mode: QuorumMode,
+    /// When replicas found behind are repaired (default: async, after the reply).
+    pub read_repair: ReadRepair,
     /// Server-side deadline in milliseconds (default: the node's).
     pub timeout_ms: Option<u32>,
 }
@@ -102,6 +107,8 @@ pub struct ReadOptions {
 pub struct WriteOptions {
     /// Replicas that must store the write (default: quorum).
     pub w: Quorum,
+    /// Sloppy (fallbacks count toward W, the default) or strict (primaries only).
+    pub mode: QuorumMode,
     /// The context of the last read of this key; `None` writes blindly (adds a sibling).
     pub context: Option<Clock>,
     /// Server-side deadline in milliseconds (default: the node's).
@@ -319,6 +326,8 @@ impl Client {
         let req = Request::Get(GetRequest {
             key: key.to_vec(),
             r: opts.r,
+            mode: opts.mode,
+            read_repair: opts.read_repair,
             timeout_ms: opts.timeout_ms,
         });
         match self.request(&req).await? {
@@ -360,6 +369,7 @@ impl Client {
             value,
             context: opts.context,
             w: opts.w,
+            mode: opts.mode,
             timeout_ms: opts.timeout_ms,
             forwarded: false,
         });
@@ -375,7 +385,27 @@ impl Client {
     /// The connected node's view of the cluster.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         match self.request(&Request::Status).await? {
-            Response::Status(s) => Ok(s),
+            Response::Status(s) => Ok(*s),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The connected node's local state of a key (admin certificate needed).
+    pub async fn debug_replica(&self, key: &[u8]) -> Result<DebugReplica, ClientError> {
+        match self
+            .request(&Request::DebugReplica { key: key.to_vec() })
+            .await?
+        {
+            Response::Debug(d) => Ok(*d),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The connected node's anti-entropy state; with `run_now`, after a full exchange
+    /// round it runs first (admin certificate needed).
+    pub async fn anti_entropy(&self, run_now: bool) -> Result<AntiEntropyStatus, ClientError> {
+        match self.request(&Request::AntiEntropy { run_now }).await? {
+            Response::AntiEntropy(s) => Ok(*s),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

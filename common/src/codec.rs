@@ -74,6 +74,8 @@ mod tests {
         let req = Request::Get(GetRequest {
             key: b"cart:1".to_vec(),
             r: Quorum::All,
+            mode: Default::default(),
+            read_repair: Default::default(),
             timeout_ms: Some(500),
         });
         let frame = encode_frame(&req, 1 << 20).unwrap();

@@ -10,6 +10,9 @@
 //! - [`version`]: dotted version vector sets (DVV sets) on `crdts::VClock`/`crdts::Dot`:
 //!   siblings, causal contexts, the coordinator's update and the replica sync rule.
 //! - [`quorum`]: R/W parsing and validation, and a tracker that counts replica answers.
+//! - [`replication`]: which nodes, how many: primaries, fallbacks standing in for down
+//!   primaries (sloppy quorum, hinted handoff) and which answers count.
+//! - [`reaping`]: when a deleted key's tombstones may be removed without a resurrection.
 //! - [`wire`]: the request/response messages nodes and clients exchange.
 //! - [`codec`]: length-prefixed postcard frames with a size limit.
 //! - [`limits`]: key, value and frame size limits.
@@ -27,6 +30,8 @@ pub mod merkle;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod quorum;
+pub mod reaping;
+pub mod replication;
 pub mod ring;
 pub mod version;
 pub mod wire;

@@ -95,6 +95,14 @@ pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max_frame: usize,
 ) -> Result<Option<T>, FrameError> {
+    Ok(read_frame_sized(recv, max_frame).await?.map(|(msg, _)| msg))
+}
+
+/// [`read_frame`] that also returns the frame's size in bytes (header included).
+pub async fn read_frame_sized<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max_frame: usize,
+) -> Result<Option<(T, usize)>, FrameError> {
     let mut header = [0u8; HEADER_BYTES];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -122,7 +130,7 @@ pub async fn read_frame<T: DeserializeOwned>(
         }
     }
     codec::decode_body(&body)
-        .map(Some)
+        .map(|msg| Some((msg, HEADER_BYTES + len)))
         .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
@@ -153,6 +161,28 @@ pub async fn request(
     max_frame: usize,
     timeout: Duration,
 ) -> Result<Response, ConnError> {
+    request_sized(conn, req, max_frame, timeout)
+        .await
+        .map(|exchange| exchange.response)
+}
+
+/// A response and the bytes one request/response exchange moved.
+#[derive(Debug)]
+pub struct Exchange {
+    pub response: Response,
+    /// Bytes of the request frame sent.
+    pub sent: usize,
+    /// Bytes of the response frame received.
+    pub received: usize,
+}
+
+/// [`request`] that also reports the frame sizes, for work accounting.
+pub async fn request_sized(
+    conn: &quinn::Connection,
+    req: &Request,
+    max_frame: usize,
+    timeout: Duration,
+) -> Result<Exchange, ConnError> {
     // Show IPv4 peers as IPv4 even on a dual-stack socket.
     let remote = conn.remote_address();
     let addr = std::net::SocketAddr::new(remote.ip().to_canonical(), remote.port()).to_string();
@@ -168,8 +198,12 @@ pub async fn request(
         write_frame(&mut send, &frame)
             .await
             .map_err(|e| stream_error(&addr, e, conn))?;
-        match read_frame::<Response>(&mut recv, max_frame).await {
-            Ok(Some(resp)) => Ok(resp),
+        match read_frame_sized::<Response>(&mut recv, max_frame).await {
+            Ok(Some((response, received))) => Ok(Exchange {
+                response,
+                sent: frame.len(),
+                received,
+            }),
             Ok(None) if closed_after_drain(conn) => Err(ConnError::NotSent {
                 addr: addr.clone(),
                 reason: "the node shut down before reading the request".into(),

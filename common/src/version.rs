@@ -169,7 +169,24 @@ impl Versioned {
         value: Option<Vec<u8>>,
         now_ms: u64,
     ) -> Dot<Actor> {
-        let counter = 1 + self.clock.get(actor).max(context.get(actor));
+        self.update_with_floor(context, actor, value, now_ms, 0)
+    }
+
+    /// [`Versioned::update`] with a counter floor: the new dot's counter is also above
+    /// `floor`. A coordinator passes the highest counter its actor ever minted (for any
+    /// key), so that once a deleted key's state is reaped, a new write of that key is
+    /// never covered by a context a client read before the delete (see `reaping`).
+    /// Counters stay unique per key; gaps between them are harmless, since dots only
+    /// ever name events of their own key.
+    pub fn update_with_floor(
+        &mut self,
+        context: &Clock,
+        actor: &Actor,
+        value: Option<Vec<u8>>,
+        now_ms: u64,
+        floor: u64,
+    ) -> Dot<Actor> {
+        let counter = 1 + self.clock.get(actor).max(context.get(actor)).max(floor);
         let dot = Dot::new(actor.clone(), counter);
         self.siblings.retain(|s| !covers(context, &s.dot));
         self.clock.merge(context.clone());

@@ -9,11 +9,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::quorum::Quorum;
+use crate::replication::QuorumMode;
+use crate::ring::PartitionId;
 use crate::version::{Clock, Versioned};
 use crate::NodeId;
 
 /// ALPN protocol id; bump on any incompatible change to these messages.
-pub const ALPN: &[u8] = b"dynakv/1";
+/// v2: sloppy quorums and hints, read-repair modes, anti-entropy and reaping messages.
+pub const ALPN: &[u8] = b"dynakv/2";
+
+/// The TLS name an admin certificate carries (`dynakv-node cert client --admin`): admin
+/// requests (anti-entropy control, replica debugging, fault injection) need it or a node
+/// certificate.
+pub const ADMIN_NAME: &str = "dynakv-admin";
 
 /// The TLS server name every node certificate carries besides its own id, so a client
 /// that knows only an address can check it reached a node of this cluster. Node-to-node
@@ -37,13 +45,69 @@ pub enum Request {
     Put(PutRequest),
     /// This node's view of the cluster.
     Status,
-    /// Peer: return your stored state of a key.
+    /// Peer: return your stored state of a key (as a primary, or the hints you hold for it).
     ReplicaGet { key: Vec<u8> },
-    /// Peer: merge this state into yours, durably, then acknowledge.
-    ReplicaPut { key: Vec<u8>, state: Versioned },
+    /// Peer: merge this state into yours, durably, then acknowledge. With `hint_for`, the
+    /// receiver is a fallback and keeps the state as a hint for that primary.
+    ReplicaPut {
+        key: Vec<u8>,
+        state: Versioned,
+        hint_for: Option<NodeId>,
+    },
+    /// Peer (anti-entropy, reaping): your stored primary states of these keys. The answer
+    /// may stop early to stay within a frame; ask again for the rest.
+    ReplicaGetMany { keys: Vec<Vec<u8>> },
+    /// Peer (anti-entropy): merge each state into your primary copy, durably.
+    ReplicaPutMany { states: Vec<(Vec<u8>, Versioned)> },
+    /// Peer (anti-entropy): the hashes of these nodes of your tree of `partition` at
+    /// `level` (0 is the root).
+    TreeHashes {
+        partition: PartitionId,
+        level: u32,
+        indices: Vec<u32>,
+    },
+    /// Peer (anti-entropy): the (key, item hash) pairs stored in these segments of
+    /// `partition`. The answer may stop early; `after` resumes after a key.
+    SegmentItems {
+        partition: PartitionId,
+        segments: Vec<u32>,
+        after: Option<Vec<u8>>,
+    },
+    /// Peer (tombstone reaping): delete your copy of `key` if its state digest is still
+    /// `digest` (every primary holds the same tombstones, older than the grace period).
+    Reap { key: Vec<u8>, digest: u128 },
     /// Peer: liveness probe of the failure detector, carrying the sender's cluster shape
     /// so that nodes configured differently refuse each other instead of misplacing keys.
     Ping { from: NodeId, shape: ClusterShape },
+    /// Admin: this node's local state of a key (its primary copy and any hints).
+    DebugReplica { key: Vec<u8> },
+    /// Admin: anti-entropy state; with `run_now`, run a full exchange round first.
+    AntiEntropy { run_now: bool },
+}
+
+impl Request {
+    /// Whether only nodes may make this request.
+    pub fn is_peer_request(&self) -> bool {
+        matches!(
+            self,
+            Request::ReplicaGet { .. }
+                | Request::ReplicaPut { .. }
+                | Request::ReplicaGetMany { .. }
+                | Request::ReplicaPutMany { .. }
+                | Request::TreeHashes { .. }
+                | Request::SegmentItems { .. }
+                | Request::Reap { .. }
+                | Request::Ping { .. }
+        )
+    }
+
+    /// Whether only admins (or nodes) may make this request.
+    pub fn is_admin_request(&self) -> bool {
+        matches!(
+            self,
+            Request::DebugReplica { .. } | Request::AntiEntropy { .. }
+        )
+    }
 }
 
 /// What every node of a cluster must agree on: N and the ring (members and Q).
@@ -61,8 +125,50 @@ pub struct GetRequest {
     pub key: Vec<u8>,
     /// Replicas that must answer.
     pub r: Quorum,
+    /// Whether fallbacks standing in for down primaries count toward R.
+    pub mode: QuorumMode,
+    /// When replicas found behind are repaired.
+    pub read_repair: ReadRepair,
     /// Overall deadline in milliseconds; `None` uses the node's default.
     pub timeout_ms: Option<u32>,
+}
+
+/// When a read repairs the replicas it found behind (Dynamo §4.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ReadRepair {
+    /// Never.
+    Off,
+    /// After the reply: the coordinator keeps listening to the slower replicas for a
+    /// short window and sends the merged state to those behind.
+    #[default]
+    Async,
+    /// Before the reply: the replicas that answered and were behind have the merged state
+    /// durably when the client gets it (slower replicas are then repaired as with async).
+    Sync,
+}
+
+impl std::fmt::Display for ReadRepair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReadRepair::Off => "off",
+            ReadRepair::Async => "async",
+            ReadRepair::Sync => "sync",
+        })
+    }
+}
+
+impl std::str::FromStr for ReadRepair {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(ReadRepair::Off),
+            "async" => Ok(ReadRepair::Async),
+            "sync" => Ok(ReadRepair::Sync),
+            _ => Err(crate::Error::Malformed {
+                reason: format!("read repair mode {s:?}: use off, async or sync"),
+            }),
+        }
+    }
 }
 
 /// A client write (`value: Some`) or delete (`value: None`).
@@ -74,6 +180,8 @@ pub struct PutRequest {
     pub context: Option<Clock>,
     /// Replicas that must store the write durably before the acknowledgement.
     pub w: Quorum,
+    /// Whether fallbacks standing in for down primaries count toward W.
+    pub mode: QuorumMode,
     /// Overall deadline in milliseconds; `None` uses the node's default.
     pub timeout_ms: Option<u32>,
     /// Set when a non-replica forwards the write to a replica, so it is not forwarded twice.
@@ -85,13 +193,75 @@ pub struct PutRequest {
 pub enum Response {
     Get(GetResponse),
     Put(PutResponse),
-    Status(StatusResponse),
+    Status(Box<StatusResponse>),
     /// A replica's stored state (None: it has never seen the key).
     ReplicaState(Option<Versioned>),
+    /// States for a [`Request::ReplicaGetMany`], in request order; may be a prefix.
+    ReplicaStates(Vec<(Vec<u8>, Option<Versioned>)>),
+    /// Tree node hashes for a [`Request::TreeHashes`], in request order.
+    TreeHashes(Vec<u128>),
+    /// Items for a [`Request::SegmentItems`], sorted by key within each segment;
+    /// `complete` is false when the answer stopped early.
+    SegmentItems {
+        items: Vec<(Vec<u8>, u128)>,
+        complete: bool,
+    },
+    /// Whether a [`Request::Reap`] deleted the key.
+    Reaped(bool),
     /// A replica stored the state durably.
     Ack,
     Pong,
+    Debug(Box<DebugReplica>),
+    AntiEntropy(Box<AntiEntropyStatus>),
     Error(WireError),
+}
+
+/// One node's local state of a key, for people watching replicas diverge and converge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DebugReplica {
+    pub node: NodeId,
+    pub partition: PartitionId,
+    /// The key's primaries, in preference order.
+    pub primaries: Vec<NodeId>,
+    /// The node's primary copy (None if it has none, or is not a primary).
+    pub state: Option<Versioned>,
+    /// Hints this node holds for the key: (the primary it is meant for, state, age in ms).
+    pub hints: Vec<(NodeId, Versioned, u64)>,
+    /// When the key's tombstone-only state becomes reapable, if it is one (ms since epoch).
+    pub tombstone_since_ms: Option<u64>,
+}
+
+/// A node's anti-entropy state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AntiEntropyStatus {
+    pub node: NodeId,
+    /// Whether the hash trees are built (they are rebuilt from storage at start-up).
+    pub trees_ready: bool,
+    /// Exchanges done since start, and how many found differences.
+    pub exchanges: u64,
+    pub exchanges_with_differences: u64,
+    /// Keys whose state changed on either side, and bytes sent and received, since start.
+    pub keys_repaired: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// The last exchange per (partition, peer).
+    pub last: Vec<ExchangeRecord>,
+}
+
+/// The outcome of the last exchange of one partition with one peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    pub partition: PartitionId,
+    pub peer: NodeId,
+    /// When it ended, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Keys that differed, and tree nodes compared to find them.
+    pub keys_differing: u64,
+    pub nodes_compared: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
 }
 
 /// The answer to a read.
@@ -137,6 +307,36 @@ pub struct StatusResponse {
     pub keys: u64,
     /// Named counters (requests, quorum misses, read repairs, ...).
     pub counters: Vec<(String, u64)>,
+    /// Hints held here, per primary they are meant for.
+    pub hints_pending: Vec<(NodeId, u64)>,
+    /// Background workers and what they are doing.
+    pub workers: Vec<WorkerStatus>,
+    /// Request latency per operation, since start.
+    pub latency: Vec<LatencySummary>,
+}
+
+/// One background worker, as `dynakv status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    /// `busy`, `idle`, `failing` or `stopped`.
+    pub state: String,
+    /// Steps done since start.
+    pub steps: u64,
+    /// What the worker says about itself (progress, last error).
+    pub detail: String,
+}
+
+/// Latency percentiles of one operation, in microseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub op: String,
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
 }
 
 /// What kind of failure a [`WireError`] reports.

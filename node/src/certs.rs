@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dynakv_common::wire::ADMIN_NAME;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -236,8 +237,15 @@ pub fn issue_node_cert(
 
 /// Issues a client certificate (common name `name`, client authentication only) with the
 /// CA in `ca_dir` and writes `out_dir/client.pem`, `out_dir/client.key.pem` (mode `0600`)
-/// and `out_dir/ca.pem`, replacing existing files.
-pub fn issue_client_cert(ca_dir: &Path, out_dir: &Path, name: &str) -> Result<(), CertError> {
+/// and `out_dir/ca.pem`, replacing existing files. An `admin` certificate also carries
+/// the name [`ADMIN_NAME`], which nodes require for admin requests (anti-entropy
+/// control, replica debugging, fault injection).
+pub fn issue_client_cert(
+    ca_dir: &Path,
+    out_dir: &Path,
+    name: &str,
+    admin: bool,
+) -> Result<(), CertError> {
     if name.trim().is_empty() {
         return Err(CertError::InvalidName {
             what: "client name",
@@ -254,13 +262,16 @@ pub fn issue_client_cert(ca_dir: &Path, out_dir: &Path, name: &str) -> Result<()
     }
     let mut params = leaf_params(name);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if admin {
+        params.subject_alt_names = vec![dns_san("admin name", ADMIN_NAME)?];
+    }
     issue(ca_dir, params, &CertFiles::client(out_dir))
 }
 
 /// Sets up the certificates of a local development cluster under `dir`, creating only
 /// what is missing: the CA in `dir/ca/`, a node certificate for each id in
 /// `dir/<id>/` (SANs include `hosts`), and a client certificate named
-/// [`DEV_CLIENT_NAME`] in `dir/client/`. Calling it again changes nothing.
+/// [`DEV_CLIENT_NAME`] in `dir/client/` (an admin certificate). Calling it again changes nothing.
 pub fn ensure_dev_certs(
     dir: &Path,
     node_ids: &[String],
@@ -278,7 +289,8 @@ pub fn ensure_dev_certs(
     }
     let out = dir.join("client");
     if !complete(&CertFiles::client(&out)) {
-        issue_client_cert(&ca_dir, &out, DEV_CLIENT_NAME)?;
+        // The operator of a dev cluster is its admin.
+        issue_client_cert(&ca_dir, &out, DEV_CLIENT_NAME, true)?;
     }
     Ok(())
 }
@@ -551,13 +563,13 @@ mod tests {
         #[cfg(unix)]
         assert_eq!(mode(&files.key), 0o600);
         let client = dir.path().join("client");
-        issue_client_cert(&ca, &client, "alice").unwrap();
+        issue_client_cert(&ca, &client, "alice", false).unwrap();
         let files = CertFiles::client(&client);
         assert!(files.ca.exists() && files.cert.exists() && files.key.exists());
         #[cfg(unix)]
         assert_eq!(mode(&files.key), 0o600);
         // Issuing into the CA directory itself keeps ca.pem intact.
-        issue_client_cert(&ca, &ca, "bob").unwrap();
+        issue_client_cert(&ca, &ca, "bob", true).unwrap();
         issue_node_cert(&ca, &node, "n1", &[]).unwrap();
     }
 
@@ -579,7 +591,7 @@ mod tests {
             matches!(err, CertError::InvalidName { what: "host", .. }),
             "{err}"
         );
-        let err = issue_client_cert(&ca, &out, " ").unwrap_err();
+        let err = issue_client_cert(&ca, &out, " ", false).unwrap_err();
         assert!(matches!(err, CertError::InvalidName { .. }), "{err}");
         assert!(!out.exists(), "nothing is written for a refused name");
     }
@@ -601,7 +613,7 @@ mod tests {
         assert!(matches!(err, CertError::CaMismatch { .. }), "{err}");
 
         fs::write(a.join(CA_KEY_FILE), "garbage").unwrap();
-        let err = issue_client_cert(&a, &out, "c").unwrap_err();
+        let err = issue_client_cert(&a, &out, "c", false).unwrap_err();
         assert!(matches!(err, CertError::BadPem { .. }), "{err}");
         assert!(err.to_string().contains("ca.key.pem"), "{err}");
         assert!(!out.exists());

@@ -88,6 +88,10 @@ enum CertCmd {
         name: String,
         #[arg(long)]
         out: PathBuf,
+        /// Make it an admin certificate: it may also run admin commands (`dynakv admin`,
+        /// `dynakv debug`, fault injection).
+        #[arg(long)]
+        admin: bool,
     },
 }
 
@@ -251,9 +255,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cert {
-            command: CertCmd::Client { ca_dir, name, out },
+            command:
+                CertCmd::Client {
+                    ca_dir,
+                    name,
+                    out,
+                    admin,
+                },
         } => {
-            crate::certs::issue_client_cert(&ca_dir, &out, &name)?;
+            crate::certs::issue_client_cert(&ca_dir, &out, &name, admin)?;
             println!(
                 "wrote {0}/client.pem, {0}/client.key.pem and {0}/ca.pem",
                 out.display()

@@ -57,6 +57,33 @@ pub struct NodeConfig {
     pub durability: String,
     /// TCP address of a Prometheus `/metrics` endpoint (e.g. `127.0.0.1:9100`); off if unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// Repair replicas found behind on reads (each read picks async, sync or off); false
+    /// turns read repair off node-wide, e.g. to watch anti-entropy alone.
+    pub read_repair: bool,
+    /// Let fallbacks stand in for down primaries, holding their writes as hints (sloppy
+    /// quorum, hinted handoff). false: writes go to primaries only.
+    pub hinted_handoff: bool,
+    /// Most hints this node holds as a fallback; past it new hints are dropped (counted,
+    /// logged) and anti-entropy repairs those keys later.
+    pub max_hints: u64,
+    /// A hint older than this many seconds is dropped undelivered (anti-entropy repairs
+    /// the key). Must not exceed `tombstone_grace_s`, so an old hint cannot undo a delete.
+    pub hint_ttl_s: u64,
+    /// How often hint delivery looks for primaries that are back, in milliseconds.
+    pub hint_delivery_interval_ms: u64,
+    /// Run Merkle-tree anti-entropy exchanges in the background.
+    pub anti_entropy: bool,
+    /// Pause between two anti-entropy rounds (every partition with every other replica), ms.
+    pub anti_entropy_interval_ms: u64,
+    /// Most anti-entropy exchanges (one partition with one peer) started per second.
+    pub anti_entropy_exchanges_per_s: u64,
+    /// Most keys anti-entropy repairs per second.
+    pub anti_entropy_keys_per_s: u64,
+    /// Seconds a deleted key's tombstones are kept after every primary holds them, before
+    /// they are removed from storage. Must exceed `hint_ttl_s` and the request timeout.
+    pub tombstone_grace_s: u64,
+    /// How often the reaper looks for tombstones past their grace period, in ms.
+    pub reap_interval_ms: u64,
     /// Injected network faults for experiments; off unless set.
     pub fault: FaultConfig,
 }
@@ -83,6 +110,17 @@ impl Default for NodeConfig {
             max_in_flight: 4096,
             durability: "fsync".into(),
             metrics_listen: None,
+            read_repair: true,
+            hinted_handoff: true,
+            max_hints: 1_000_000,
+            hint_ttl_s: 3 * 3600,
+            hint_delivery_interval_ms: 1_000,
+            anti_entropy: true,
+            anti_entropy_interval_ms: 60_000,
+            anti_entropy_exchanges_per_s: 20,
+            anti_entropy_keys_per_s: 5_000,
+            tombstone_grace_s: 24 * 3600,
+            reap_interval_ms: 60_000,
             fault: FaultConfig::default(),
         }
     }
@@ -202,6 +240,33 @@ impl NodeConfig {
             return Err(ConfigError(format!(
                 "durability is {:?}; use \"fsync\" or \"relaxed\"",
                 self.durability
+            )));
+        }
+        if self.hint_delivery_interval_ms == 0
+            || self.anti_entropy_interval_ms == 0
+            || self.reap_interval_ms == 0
+            || self.anti_entropy_exchanges_per_s == 0
+            || self.anti_entropy_keys_per_s == 0
+        {
+            return Err(ConfigError(
+                "hint_delivery_interval_ms, anti_entropy_interval_ms, reap_interval_ms and the anti-entropy rates must be positive".into(),
+            ));
+        }
+        if self.hint_ttl_s == 0 || self.tombstone_grace_s == 0 {
+            return Err(ConfigError(
+                "hint_ttl_s and tombstone_grace_s must be positive".into(),
+            ));
+        }
+        if self.hint_ttl_s > self.tombstone_grace_s {
+            return Err(ConfigError(format!(
+                "hint_ttl_s ({}) must not exceed tombstone_grace_s ({}): a hint that outlived the grace period could bring a reaped delete back",
+                self.hint_ttl_s, self.tombstone_grace_s
+            )));
+        }
+        if self.tombstone_grace_s.saturating_mul(1000) < self.request_timeout_ms {
+            return Err(ConfigError(format!(
+                "tombstone_grace_s ({} s) must be at least the request timeout ({} ms), so no request in flight still carries a reaped value",
+                self.tombstone_grace_s, self.request_timeout_ms
             )));
         }
         self.fault.validate().map_err(ConfigError)?;

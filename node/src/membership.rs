@@ -115,6 +115,11 @@ impl Membership {
         &self.addrs
     }
 
+    /// Where a member listens (`host:port`): the one address book of the node.
+    pub fn address(&self, id: &NodeId) -> Option<String> {
+        self.addrs.get(id).cloned()
+    }
+
     /// The other members.
     pub fn peers(&self) -> Vec<NodeId> {
         self.addrs

@@ -1,109 +1,48 @@
-//! A running node: builds every part from a [`NodeConfig`], owns their tasks, and stops
-//! them on one signal.
+//! The lifecycle of a node: builds every part from a [`NodeConfig`], starts the server
+//! and the background workers, and stops them all on one signal.
 //!
-//! `Node::start(config)` opens storage, loads TLS, binds the QUIC endpoint, and spawns
-//! the server and the failure detector; it returns a [`NodeHandle`] whose
-//! [`NodeHandle::shutdown`] answers new requests "shutting down" (so clients go to
-//! another node), lets the requests in flight finish (for at most 5 s), persists storage,
-//! records the clean shutdown and waits for every task.
+//! [`NodeHandle::start`] opens storage (migrating an older data directory), loads TLS,
+//! builds the anti-entropy trees from storage, binds the QUIC endpoint, and starts the
+//! server and the workers: heartbeat (failure detector), hint delivery, anti-entropy,
+//! tombstone reaping and, if configured, the metrics export. [`NodeHandle::shutdown`]
+//! answers new requests "shutting down" (so clients go to another node), lets the
+//! requests in flight finish (for at most 5 s), stops the workers after their current
+//! step, closes the endpoint, waits for every tracked task (fan-outs, read repairs), and
+//! only then records the clean shutdown and closes storage — so storage is never closed
+//! under running work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynakv_common::net::ConnError;
-use dynakv_common::limits::Limits;
-use dynakv_common::wire::{
-    ClusterShape, ErrorCode, Request, Response, ALPN, CLOSE_ABORTED, CLOSE_DRAINED,
-};
+use dynakv_common::wire::{ALPN, CLOSE_ABORTED, CLOSE_DRAINED};
 use dynakv_common::{NodeId, Ring};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::antientropy::{AntiEntropy, AntiEntropyWorker};
 use crate::config::NodeConfig;
+use crate::exporter::MetricsExport;
+use crate::handoff::HintDelivery;
+use crate::heartbeat::Heartbeat;
 use crate::membership::Membership;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Latency};
+use crate::peers::Peers;
+use crate::reaper::TombstoneReaper;
 use crate::replica::Replica;
+use crate::state::NodeState;
 use crate::storage::{Durability, Storage, StorageOptions};
 use crate::tls::NodeTls;
-use crate::transport::Transport;
+use crate::worker::{self, Registry};
 
 /// Longest time shutdown waits for requests in flight to finish.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
-
-/// Shared state of a node, handed to every request handler and background task.
-pub struct NodeState {
-    /// The configuration the node started with.
-    pub config: NodeConfig,
-    /// Replicas per key (N).
-    pub n: usize,
-    /// Key and value size limits.
-    pub limits: Limits,
-    /// Members, ring and failure detector.
-    pub membership: Membership,
-    /// This node's versioned store.
-    pub replica: Replica,
-    /// Outgoing peer requests.
-    pub transport: Transport,
-    /// Operator-facing counters.
-    pub counters: Counters,
-    /// Permits for client requests in flight; none left means "overloaded".
-    pub in_flight: Arc<Semaphore>,
-    /// Permits for peer requests in flight, separate so client load cannot starve replication.
-    pub peer_in_flight: Arc<Semaphore>,
-    /// Set when shutdown starts: new requests are refused as "shutting down".
-    pub stopping: AtomicBool,
-}
-
-impl NodeState {
-    /// Sends a request to a peer and feeds the outcome to the failure detector: any
-    /// answer means the peer is alive, a transport failure counts against it.
-    pub async fn call_peer(
-        &self,
-        peer: &NodeId,
-        req: &Request,
-        timeout: Duration,
-    ) -> Result<Response, ConnError> {
-        let result = self.transport.call(peer, req, timeout).await;
-        match &result {
-            Ok(_) => {
-                self.membership.record_ok(peer);
-            }
-            Err(_) => {
-                self.membership.record_failure(peer);
-            }
-        }
-        result
-    }
-
-    /// Every counter with its name: request counters and the storage's group-commit
-    /// counters. What `dynakv status` shows and the Prometheus endpoint exports.
-    pub fn counter_snapshot(&self) -> Vec<(String, u64)> {
-        let mut counters = self.counters.snapshot();
-        let storage = self.replica.storage().stats();
-        counters.extend([
-            ("storage_fsyncs".to_string(), storage.fsyncs),
-            ("storage_writes".to_string(), storage.writes_committed),
-            ("storage_writes_synced".to_string(), storage.writes_synced),
-            (
-                "storage_largest_fsync_group".to_string(),
-                storage.largest_group,
-            ),
-        ]);
-        counters
-    }
-
-    /// What peers must agree on: N and the ring.
-    pub fn shape(&self) -> ClusterShape {
-        ClusterShape {
-            replicas: self.n as u8,
-            ring: self.membership.ring().fingerprint(),
-        }
-    }
-}
+/// Longest time shutdown waits for tracked tasks after the endpoint closed.
+const SHUTDOWN_TASKS: Duration = Duration::from_secs(5);
 
 /// A running node; dropping it without `shutdown` leaves the tasks running until exit.
 pub struct NodeHandle {
@@ -112,6 +51,7 @@ pub struct NodeHandle {
     /// The address the endpoint is bound to.
     pub local_addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// The server loop and the workers.
     tasks: JoinSet<()>,
     endpoint: quinn::Endpoint,
 }
@@ -156,7 +96,11 @@ impl NodeHandle {
         // A frame shared by N replicas' states: even N fully diverged states merged on
         // one replica still fit in one frame, so the key stays readable and resolvable.
         let state_budget = config.limits().max_frame_bytes() / config.replicas.max(2);
-        let replica = Replica::open(storage, me.as_str(), state_budget).await?;
+        let replica = Replica::open(storage, me.as_str(), state_budget, config.max_hints).await?;
+        let anti_entropy = AntiEntropy::new(config.partitions, config.anti_entropy_keys_per_s)
+            .map_err(StartError::Other)?;
+        let keys = anti_entropy.trees.build(replica.storage()).await?;
+        info!(keys, "hash trees built from storage");
 
         let mut addrs: BTreeMap<NodeId, String> = peers
             .iter()
@@ -182,26 +126,32 @@ impl NodeHandle {
         })?;
 
         let limits = config.limits();
-        let peer_addrs: HashMap<NodeId, String> = peers
-            .iter()
-            .map(|p| (p.id.clone(), p.addr.clone()))
-            .collect();
-        let transport = Transport::new(
+        let membership = Arc::new(Membership::new(
+            me.clone(),
+            addrs,
+            ring,
+            config.failure_timeout(),
+        ));
+        let peers = Peers::new(
             endpoint.clone(),
-            peer_addrs,
+            membership.clone(),
             limits.max_frame_bytes(),
             config.fault.clone(),
         );
         let state = Arc::new(NodeState {
             n: config.replicas,
             limits,
-            membership: Membership::new(me.clone(), addrs, ring, config.failure_timeout()),
+            membership,
             replica,
-            transport,
+            peers,
+            anti_entropy,
             counters: Counters::default(),
+            latency: Latency::default(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             peer_in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             stopping: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+            workers: Registry::default(),
             config,
         });
 
@@ -212,12 +162,43 @@ impl NodeHandle {
             endpoint.clone(),
             stop_rx.clone(),
         ));
+        let registry = state.workers.clone();
+        worker::spawn(
+            &mut tasks,
+            &registry,
+            Heartbeat::new(state.clone()),
+            stop_rx.clone(),
+        );
+        worker::spawn(
+            &mut tasks,
+            &registry,
+            HintDelivery::new(state.clone()),
+            stop_rx.clone(),
+        );
+        if state.config.anti_entropy {
+            worker::spawn(
+                &mut tasks,
+                &registry,
+                AntiEntropyWorker::new(state.clone()),
+                stop_rx.clone(),
+            );
+        }
+        worker::spawn(
+            &mut tasks,
+            &registry,
+            TombstoneReaper::new(state.clone()),
+            stop_rx.clone(),
+        );
         if let Some(addr) = state.config.metrics_listen {
             crate::metrics::install_exporter(addr).map_err(StartError::Other)?;
-            tasks.spawn(export_metrics(state.clone(), stop_rx.clone()));
+            worker::spawn(
+                &mut tasks,
+                &registry,
+                MetricsExport::new(state.clone()),
+                stop_rx.clone(),
+            );
             info!(addr = %addr, "metrics endpoint listening");
         }
-        tasks.spawn(heartbeat(state.clone(), stop_rx));
         info!(node = %me, addr = %local_addr, actor = %state.replica.actor(), "node started");
         Ok(NodeHandle {
             state,
@@ -228,7 +209,8 @@ impl NodeHandle {
         })
     }
 
-    /// Stops accepting work, waits for in-flight requests (bounded), persists storage.
+    /// Stops accepting work, waits for in-flight requests and tracked tasks (bounded),
+    /// then persists storage.
     pub async fn shutdown(mut self) {
         // From here new requests are answered "shutting down" (clients retry elsewhere)
         // while the ones being served finish, within a bound.
@@ -248,6 +230,15 @@ impl NodeHandle {
             CLOSE_ABORTED
         };
         self.endpoint.close(code.into(), b"node shutting down");
+        // With the endpoint closed, connection loops end and outgoing requests fail fast:
+        // what remains of fan-outs and read repairs finishes quickly.
+        self.state.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_TASKS, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still running after {SHUTDOWN_TASKS:?}; closing storage under them (their writes fail, nothing acknowledged is lost)");
+        }
         if let Err(e) = self.state.replica.mark_clean_shutdown().await {
             tracing::warn!(cause = %e, "could not record the clean shutdown; the next start takes a new epoch");
         }
@@ -256,79 +247,5 @@ impl NodeHandle {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         info!(node = %self.state.membership.me(), "node stopped");
-    }
-}
-
-/// The failure detector's probe loop: ping every peer each interval.
-async fn heartbeat(node: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
-    let interval = node.config.heartbeat_interval();
-    let timeout = node.config.failure_timeout() / 2;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        for peer in node.membership.peers() {
-            let node = node.clone();
-            tokio::spawn(async move {
-                let ping = Request::Ping {
-                    from: node.membership.me().clone(),
-                    shape: node.shape(),
-                };
-                match node.transport.call(&peer, &ping, timeout).await {
-                    Ok(Response::Pong) => {
-                        if node.membership.record_ok(&peer) {
-                            info!(peer = %peer, "peer is up");
-                        }
-                    }
-                    Ok(Response::Error(e)) if e.code == ErrorCode::Misconfigured => {
-                        if node.membership.record_failure(&peer) {
-                            tracing::error!(peer = %peer, cause = %e.message, "peer refused: cluster configuration differs");
-                        }
-                    }
-                    other => {
-                        if node.membership.record_failure(&peer) {
-                            let cause = match other {
-                                Err(e) => e.to_string(),
-                                Ok(r) => format!("unexpected answer {r:?}"),
-                            };
-                            tracing::warn!(peer = %peer, cause = %cause, "peer is down");
-                        }
-                    }
-                }
-            });
-        }
-    }
-}
-
-/// Copies counters and gauges into the Prometheus registry until stopped.
-async fn export_metrics(node: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(crate::metrics::EXPORT_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let counters = node.counter_snapshot();
-        let peers = node.membership.peers();
-        let up = peers.iter().filter(|p| node.membership.is_up(p)).count();
-        let keys = node
-            .replica
-            .storage()
-            .approximate_len(crate::storage::Space::Data);
-        crate::metrics::publish(
-            &counters,
-            &[
-                ("peers_up", up as f64),
-                ("peers_down", (peers.len() - up) as f64),
-                ("keys", keys as f64),
-                (
-                    "requests_in_flight",
-                    (node.config.max_in_flight - node.in_flight.available_permits()) as f64,
-                ),
-            ],
-        );
     }
 }

@@ -9,24 +9,24 @@
 //!
 //! Authorisation: every connection was authenticated by mutual TLS under the cluster CA.
 //! Only certificates that name [`NODE_SERVER_NAME`] (node certificates) may make peer
-//! requests (replica reads and writes, pings); client certificates may make client
-//! requests only.
+//! requests (replica reads and writes, tree exchanges, pings); certificates that name
+//! [`ADMIN_NAME`] (admin client certificates) or node certificates may make admin
+//! requests; any other client certificate may make client requests only. What each
+//! request does is [`crate::dispatch`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynakv_common::net::{read_frame, write_frame, FrameError};
 use dynakv_common::codec;
-use dynakv_common::wire::{
-    ErrorCode, Request, Response, StatusResponse, WireError, NODE_SERVER_NAME,
-};
+use dynakv_common::net::{read_frame, write_frame, FrameError};
+use dynakv_common::wire::{ErrorCode, Request, Response, WireError, ADMIN_NAME, NODE_SERVER_NAME};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::dispatch::{dispatch, Role};
 use crate::metrics::bump;
-use crate::node::NodeState;
-use crate::{coordinator, replica::ReplicaError};
+use crate::state::NodeState;
 
 /// How long an answer may take to be acknowledged by the peer before its permit is freed.
 const ANSWER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,8 +45,9 @@ pub async fn serve(
             _ = stop.changed() => break,
         };
         let Some(incoming) = incoming else { break };
-        let node = node.clone();
-        tokio::spawn(async move {
+        let task_node = node.clone();
+        node.spawn(async move {
+            let node = task_node;
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => serve_connection(node, conn).await,
@@ -56,30 +57,25 @@ pub async fn serve(
     }
 }
 
-/// What the certificate on a connection allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// A node certificate: may make peer requests.
-    Node,
-    /// Any other certificate of the cluster CA: client requests only.
-    Client,
-}
-
-/// A node certificate is one valid for [`NODE_SERVER_NAME`]; the chain itself was already
-/// verified against the cluster CA during the handshake.
+/// What the certificate on a connection allows: a node certificate is one valid for
+/// [`NODE_SERVER_NAME`], an admin certificate one valid for [`ADMIN_NAME`]; the chain
+/// itself was already verified against the cluster CA during the handshake.
 fn role_of(conn: &quinn::Connection) -> Role {
-    let is_node = conn
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|certs| {
-            let leaf = certs.first()?;
-            let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
-            let name = ServerName::try_from(NODE_SERVER_NAME).ok()?;
-            cert.verify_is_valid_for_subject_name(&name).ok()
-        })
-        .is_some();
-    if is_node {
+    let valid_for = |name: &str| {
+        conn.peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|certs| {
+                let leaf = certs.first()?;
+                let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
+                let name = ServerName::try_from(name).ok()?;
+                cert.verify_is_valid_for_subject_name(&name).ok()
+            })
+            .is_some()
+    };
+    if valid_for(NODE_SERVER_NAME) {
         Role::Node
+    } else if valid_for(ADMIN_NAME) {
+        Role::Admin
     } else {
         Role::Client
     }
@@ -95,7 +91,7 @@ async fn serve_connection(node: Arc<NodeState>, conn: quinn::Connection) {
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(node.clone(), role, send, recv));
+                node.spawn(serve_stream(node.clone(), role, send, recv));
             }
             Err(e) => {
                 debug!(peer = %remote, cause = %e, "connection closed");
@@ -118,7 +114,7 @@ async fn serve_stream(
     // reading, so buffered requests are bounded too, and held until the answer is sent.
     let pool = match role {
         Role::Node => &node.peer_in_flight,
-        Role::Client => &node.in_flight,
+        Role::Client | Role::Admin => &node.in_flight,
     };
     let permit = if node.stopping.load(std::sync::atomic::Ordering::SeqCst) {
         Err("node is shutting down; retry on another node")
@@ -150,10 +146,16 @@ async fn serve_stream(
         return;
     };
     let response = match read {
-        Ok(Some(req)) if role == Role::Client && is_peer_request(&req) => {
+        Ok(Some(req)) if role != Role::Node && req.is_peer_request() => {
             Response::Error(WireError::new(
                 ErrorCode::Forbidden,
                 "peer requests need a node certificate; this connection presented a client certificate",
+            ))
+        }
+        Ok(Some(req)) if role == Role::Client && req.is_admin_request() => {
+            Response::Error(WireError::new(
+                ErrorCode::Forbidden,
+                "admin requests need an admin certificate (dynakv-node cert client --admin) or a node certificate; this connection presented a plain client certificate",
             ))
         }
         Ok(Some(req)) => dispatch(&node, role, req).await,
@@ -201,96 +203,4 @@ async fn serve_stream(
     // Keep the permit until the peer has the whole answer, so a shutdown that drained
     // every permit has delivered every answer before it closes the connections.
     let _ = tokio::time::timeout(ANSWER_DELIVERY_TIMEOUT, send.stopped()).await;
-}
-
-fn is_peer_request(req: &Request) -> bool {
-    matches!(
-        req,
-        Request::ReplicaGet { .. } | Request::ReplicaPut { .. } | Request::Ping { .. }
-    )
-}
-
-fn storage_error(e: ReplicaError) -> Response {
-    Response::Error(WireError::new(ErrorCode::Storage, e.to_string()))
-}
-
-async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Response {
-    match req {
-        Request::Get(g) => coordinator::get(node.clone(), g).await,
-        Request::Put(mut p) => {
-            // Only a node may say it already forwarded a write.
-            p.forwarded &= role == Role::Node;
-            coordinator::put(node.clone(), p).await
-        }
-        Request::Status => Response::Status(status(node)),
-        Request::ReplicaGet { key } => {
-            bump(&node.counters.replica_requests);
-            match node.replica.read(&key).await {
-                Ok(state) => Response::ReplicaState(state),
-                Err(e) => storage_error(e),
-            }
-        }
-        Request::ReplicaPut { key, state } => {
-            bump(&node.counters.replica_requests);
-            if let Err(e) = node.limits.check_key(&key) {
-                return Response::Error(WireError::new(ErrorCode::InvalidRequest, e.to_string()));
-            }
-            if !state.is_well_formed() {
-                return Response::Error(WireError::new(
-                    ErrorCode::InvalidRequest,
-                    "replica state refused: siblings unsorted, uncovered by the clock, or counters out of range",
-                ));
-            }
-            match node.replica.merge(key, state).await {
-                Ok(_) => Response::Ack,
-                Err(e) => storage_error(e),
-            }
-        }
-        Request::Ping { from, shape } => {
-            let mine = node.shape();
-            if shape != mine {
-                return Response::Error(WireError::new(
-                    ErrorCode::Misconfigured,
-                    format!(
-                        "{from} and {me} disagree on the cluster: {from} has N={} and ring {:016x}, {me} has N={} and ring {:016x}; every node must list the same members, replicas and partitions",
-                        shape.replicas,
-                        shape.ring,
-                        mine.replicas,
-                        mine.ring,
-                        me = node.membership.me(),
-                    ),
-                ));
-            }
-            node.membership.record_ok(&from);
-            Response::Pong
-        }
-    }
-}
-
-fn status(node: &NodeState) -> StatusResponse {
-    let ring = node.membership.ring();
-    let claims = ring.claims();
-    let members = node
-        .membership
-        .members()
-        .iter()
-        .map(|(id, addr)| dynakv_common::wire::MemberStatus {
-            id: id.clone(),
-            addr: addr.clone(),
-            up: node.membership.is_up(id),
-            partitions: claims.get(id).copied().unwrap_or(0) as u32,
-        })
-        .collect();
-    StatusResponse {
-        node: node.membership.me().clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        replicas: node.n as u8,
-        partitions: ring.partition_count(),
-        members,
-        keys: node
-            .replica
-            .storage()
-            .approximate_len(crate::storage::Space::Data) as u64,
-        counters: node.counter_snapshot(),
-    }
 }

@@ -140,6 +140,33 @@ fn write_context_leaves_out_the_own_dot_when_it_would_cover_an_unseen_one() {
 }
 
 #[test]
+fn after_a_reap_an_old_context_cannot_cover_a_new_write() {
+    // A key written and deleted; the client kept the context of its last read.
+    let a = actor("a");
+    let mut state = Versioned::new();
+    let first = state.update_with_floor(&Clock::new(), &a, Some(b"v1".to_vec()), 1, 0);
+    let old_ctx = state.clock().clone();
+    state.update_with_floor(&old_ctx, &a, None, 2, first.counter);
+    // The tombstone is reaped: the key's state is gone. The coordinator's floor is the
+    // highest counter it ever minted (for any key), here 40.
+    let floor = 40;
+    let mut reborn = Versioned::new();
+    let dot = reborn.update_with_floor(&Clock::new(), &a, Some(b"new".to_vec()), 3, floor);
+    assert!(dot.counter > floor);
+    // A write with the pre-delete context adds a sibling instead of dropping "new".
+    reborn.update_with_floor(&old_ctx, &a, Some(b"stale-client".to_vec()), 4, dot.counter);
+    assert_eq!(
+        reborn.live_values(),
+        vec![&b"new"[..], &b"stale-client"[..]]
+    );
+    // Without the floor the old context would have covered the new write.
+    let mut unsafe_state = Versioned::new();
+    unsafe_state.update(&Clock::new(), &a, Some(b"new".to_vec()), 3);
+    unsafe_state.update(&old_ctx, &a, Some(b"stale-client".to_vec()), 4);
+    assert_eq!(unsafe_state.live_values(), vec![&b"stale-client"[..]]);
+}
+
+#[test]
 fn clocks_from_outside_are_validated() {
     assert!(validate_clock(&clock(&[("n1.a", 3)])).is_ok());
     let raw = |c: u64| Clock {

@@ -3,9 +3,16 @@
 //! # What it is for
 //!
 //! Everything a node keeps on disk goes through [`Storage`]: replicated values
-//! ([`Space::Data`]), hinted hand-off records ([`Space::Hints`]) and the node's own
-//! bookkeeping ([`Space::Meta`]). Each space is one fjall keyspace in one database, so
-//! they share a single journal and a single fsync.
+//! ([`Space::Data`]), hinted hand-off records ([`Space::Hints`]), the index of deleted
+//! keys awaiting reaping ([`Space::Tombstones`]) and the node's own bookkeeping
+//! ([`Space::Meta`]). Each space is one fjall keyspace in one database, so they share a
+//! single journal and a single fsync, and one write batch may span several spaces
+//! atomically ([`Storage::modify_with`]).
+//!
+//! Keys are ordered bytes; callers that need ranges (a partition, a tree segment) lay
+//! their keys out so that a range is contiguous and use [`Storage::scan_range`].
+//! A [`ChangeObserver`] sees every committed change, under the key's lock and in commit
+//! order per key — how the anti-entropy hash trees stay equal to what is stored.
 //!
 //! # Invariants
 //!
@@ -59,30 +66,36 @@ mod tests;
 pub use error::StorageError;
 use sync::{lock, run_syncer, Shared, SyncCtl, SyncState};
 
+/// Keys and values, as scans return them.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Number of key-hash stripes for the read-modify-write locks.
 const STRIPES: usize = 1024;
 
 /// A keyspace of the store. Spaces are isolated: the same key in two spaces is two keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Space {
-    /// Replicated values (fjall keyspace `data`).
+    /// Replicated values (fjall keyspace `kv`).
     Data,
     /// Hinted hand-off records for unreachable peers (fjall keyspace `hints`).
     Hints,
     /// The node's own bookkeeping, e.g. its actor id (fjall keyspace `meta`).
     Meta,
+    /// Keys whose state is tombstones only, awaiting reaping (fjall keyspace `tombstones`).
+    Tombstones,
 }
 
 impl Space {
     /// Every space, in index order.
-    pub const ALL: [Space; 3] = [Space::Data, Space::Hints, Space::Meta];
+    pub const ALL: [Space; 4] = [Space::Data, Space::Hints, Space::Meta, Space::Tombstones];
 
     /// The fjall keyspace name.
     pub fn name(self) -> &'static str {
         match self {
-            Space::Data => "data",
+            Space::Data => "kv",
             Space::Hints => "hints",
             Space::Meta => "meta",
+            Space::Tombstones => "tombstones",
         }
     }
 
@@ -91,8 +104,21 @@ impl Space {
             Space::Data => 0,
             Space::Hints => 1,
             Space::Meta => 2,
+            Space::Tombstones => 3,
         }
     }
+}
+
+/// The keyspace where versions before the partition-ordered layout kept replicated
+/// values; [`Storage::migrate_legacy`] moves them into [`Space::Data`].
+pub const LEGACY_DATA_KEYSPACE: &str = "data";
+
+/// Sees every committed change (main and side writes of a batch), called under the
+/// changed key's stripe lock right after the commit, so changes of one key arrive in
+/// commit order. Must be quick and must not call back into storage.
+pub trait ChangeObserver: Send + Sync {
+    /// `key` in `space` went from `old` to `new` (None: absent).
+    fn changed(&self, space: Space, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>);
 }
 
 /// When a write is acknowledged.
@@ -125,6 +151,27 @@ pub enum Change {
     Delete,
 }
 
+/// What a [`Storage::modify_with`] closure decides: the change to its key, and changes
+/// to other keys (in any space) committed atomically with it. Side keys are not locked:
+/// use them only for keys that are written only together with the main key (an index of
+/// it in another space).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// The change to the key being modified.
+    pub change: Change,
+    /// Further changes in the same atomic batch.
+    pub also: Vec<(Space, Vec<u8>, Change)>,
+}
+
+impl From<Change> for Edit {
+    fn from(change: Change) -> Edit {
+        Edit {
+            change,
+            also: Vec::new(),
+        }
+    }
+}
+
 /// Counters for notes and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageStats {
@@ -140,7 +187,8 @@ pub struct StorageStats {
 
 struct Inner {
     shared: Arc<Shared>,
-    spaces: [Keyspace; 3],
+    spaces: [Keyspace; 4],
+    observer: std::sync::OnceLock<Arc<dyn ChangeObserver>>,
     durability: Durability,
     stripes: Box<[Mutex<()>]>,
     state: watch::Receiver<SyncState>,
@@ -188,28 +236,64 @@ impl Inner {
         Ok(())
     }
 
-    /// Applies `change` without syncing; returns its sequence number (None for Keep).
-    /// Callers serialise per key where it matters.
+    /// Applies `change` to `key` and the side changes in `also`, atomically and without
+    /// syncing; returns the batch's sequence number (None if there was nothing to write)
+    /// and reports every change to the observer. `old` is the key's value before, for
+    /// the observer. Callers hold the key's stripe lock.
     fn apply(
         &self,
         op: &'static str,
         space: Space,
         key: Vec<u8>,
-        change: Change,
+        old: Option<&[u8]>,
+        edit: Edit,
     ) -> Result<Option<u64>, StorageError> {
-        let ks = self.keyspace(space);
+        let ops: Vec<(Space, Vec<u8>, Change)> = std::iter::once((space, key, edit.change))
+            .chain(edit.also)
+            .filter(|(_, _, c)| *c != Change::Keep)
+            .collect();
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        let observer = self.observer.get();
+        // The observer needs the side keys' old values too (the main one is given).
+        let side_olds: Vec<Option<fjall::Slice>> = match observer {
+            Some(_) => ops[1..]
+                .iter()
+                .map(|(sp, k, _)| self.keyspace(*sp).get(k))
+                .collect::<Result<_, _>>()
+                .map_err(|e| StorageError::engine(op, e))?,
+            None => Vec::new(),
+        };
         let buffer = match self.durability {
             Durability::Fsync => None,
             Durability::Relaxed => Some(PersistMode::Buffer),
         };
         let mut batch = self.shared.db.batch().durability(buffer);
-        match change {
-            Change::Keep => return Ok(None),
-            Change::Put(value) => batch.insert(ks, key, value),
-            Change::Delete => batch.remove(ks, key),
+        for (sp, k, change) in &ops {
+            match change {
+                Change::Keep => {}
+                Change::Put(value) => batch.insert(self.keyspace(*sp), k.clone(), value.clone()),
+                Change::Delete => batch.remove(self.keyspace(*sp), k.clone()),
+            }
         }
         batch.commit().map_err(|e| StorageError::engine(op, e))?;
-        Ok(Some(self.shared.written.fetch_add(1, Ordering::SeqCst) + 1))
+        let seq = self.shared.written.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(observer) = observer {
+            for (i, (sp, k, change)) in ops.iter().enumerate() {
+                let before = if i == 0 {
+                    old
+                } else {
+                    side_olds[i - 1].as_deref()
+                };
+                let after = match change {
+                    Change::Put(v) => Some(v.as_slice()),
+                    _ => None,
+                };
+                observer.changed(*sp, k, before, after);
+            }
+        }
+        Ok(Some(seq))
     }
 
     /// Read + decide + apply under the key's stripe lock. Returns the closure's result
@@ -221,21 +305,86 @@ impl Inner {
         f: F,
     ) -> Result<(R, u64), StorageError>
     where
-        F: FnOnce(Option<&[u8]>) -> (Change, R),
+        F: FnOnce(Option<&[u8]>) -> (Edit, R),
     {
         let _guard = lock(self.stripe(space, &key));
         let old = self
             .keyspace(space)
             .get(&key)
             .map_err(|e| StorageError::engine("modify", e))?;
-        let (change, r) = f(old.as_deref());
-        let seq = match self.apply("modify", space, key, change)? {
+        let (edit, r) = f(old.as_deref());
+        let seq = match self.apply("modify", space, key, old.as_deref(), edit)? {
             Some(seq) => seq,
             // Nothing written, but what was read may be someone else's write whose
             // fsync is in flight: wait for everything applied so far.
             None => self.shared.written.load(Ordering::SeqCst),
         };
         Ok((r, seq))
+    }
+
+    fn scan_range_blocking(
+        &self,
+        space: Space,
+        lo: Vec<u8>,
+        hi: Option<Vec<u8>>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Rows, StorageError> {
+        let start = match after {
+            Some(a) if a >= lo => Bound::Excluded(a),
+            _ => Bound::Included(lo),
+        };
+        let mut out = Vec::new();
+        let end = match hi {
+            Some(hi) => Bound::Excluded(hi),
+            None => Bound::Unbounded,
+        };
+        let iter = self.keyspace(space).range::<Vec<u8>, _>((start, end));
+        for guard in iter.take(limit) {
+            let (k, v) = guard
+                .into_inner()
+                .map_err(|e| StorageError::engine("scan", e))?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn migrate_blocking(
+        &self,
+        to: Space,
+        rekey: impl Fn(&[u8]) -> Vec<u8>,
+    ) -> Result<u64, StorageError> {
+        const BATCH: usize = 10_000;
+        let db = &self.shared.db;
+        if !db.keyspace_exists(LEGACY_DATA_KEYSPACE) {
+            return Ok(0);
+        }
+        let err = |e| StorageError::engine("migrate", e);
+        let legacy = db
+            .keyspace(LEGACY_DATA_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(err)?;
+        let mut moved = 0u64;
+        loop {
+            let chunk: Vec<(Vec<u8>, Vec<u8>)> = legacy
+                .iter()
+                .take(BATCH)
+                .map(|g| g.into_inner().map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let mut batch = db.batch();
+            for (k, v) in &chunk {
+                batch.insert(self.keyspace(to), rekey(k), v.clone());
+                batch.remove(&legacy, k.clone());
+            }
+            batch.commit().map_err(err)?;
+            db.persist(PersistMode::SyncData).map_err(err)?;
+            moved += chunk.len() as u64;
+        }
+        db.delete_keyspace(legacy).map_err(err)?;
+        Ok(moved)
     }
 
     /// Waits until every write with sequence number `<= seq` is fsync'd.
@@ -310,7 +459,12 @@ impl Storage {
             db.keyspace(space.name(), KeyspaceCreateOptions::default)
                 .map_err(open_err)
         };
-        let spaces = [ks(Space::Data)?, ks(Space::Hints)?, ks(Space::Meta)?];
+        let spaces = [
+            ks(Space::Data)?,
+            ks(Space::Hints)?,
+            ks(Space::Meta)?,
+            ks(Space::Tombstones)?,
+        ];
 
         let shared = Arc::new(Shared {
             db,
@@ -339,6 +493,7 @@ impl Storage {
             inner: Arc::new(Inner {
                 shared,
                 spaces,
+                observer: std::sync::OnceLock::new(),
                 durability: opts.durability,
                 stripes,
                 state,
@@ -380,6 +535,25 @@ impl Storage {
         F: FnOnce(Option<&[u8]>) -> (Change, R) + Send + 'static,
         R: Send + 'static,
     {
+        self.modify_with(space, key, move |old| {
+            let (change, r) = f(old);
+            (Edit::from(change), r)
+        })
+        .await
+    }
+
+    /// [`Storage::modify`] whose closure may also change other keys in the same atomic
+    /// batch (see [`Edit`]).
+    pub async fn modify_with<R, F>(
+        &self,
+        space: Space,
+        key: Vec<u8>,
+        f: F,
+    ) -> Result<R, StorageError>
+    where
+        F: FnOnce(Option<&[u8]>) -> (Edit, R) + Send + 'static,
+        R: Send + 'static,
+    {
         self.inner.check_writable("modify")?;
         let inner = Arc::clone(&self.inner);
         let (r, seq) = tokio::task::spawn_blocking(move || inner.modify_blocking(space, key, f))
@@ -387,6 +561,12 @@ impl Storage {
             .map_err(|e| StorageError::task("modify", e))??;
         self.inner.wait_durable("modify", seq).await?;
         Ok(r)
+    }
+
+    /// Installs the observer that sees every committed change from now on. Set it once,
+    /// before the store takes writes it must see; a second call is ignored.
+    pub fn set_observer(&self, observer: Arc<dyn ChangeObserver>) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// Durable put (same group commit as [`Storage::modify`]).
@@ -418,7 +598,14 @@ impl Storage {
             // Take the stripe lock so a blind write cannot land between a concurrent
             // modify's read and its apply.
             let _guard = lock(inner.stripe(space, &key));
-            inner.apply(op, space, key, change)
+            let old = match inner.observer.get() {
+                Some(_) => inner
+                    .keyspace(space)
+                    .get(&key)
+                    .map_err(|e| StorageError::engine(op, e))?,
+                None => None,
+            };
+            inner.apply(op, space, key, old.as_deref(), Edit::from(change))
         })
         .await
         .map_err(|e| StorageError::task(op, e))??;
@@ -432,7 +619,7 @@ impl Storage {
         space: Space,
         after: Option<Vec<u8>>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Rows, StorageError> {
         self.inner.check_open("scan")?;
         if limit == 0 {
             return Ok(Vec::new());
@@ -455,6 +642,87 @@ impl Storage {
         })
         .await
         .map_err(|e| StorageError::task("scan", e))?
+    }
+
+    /// Bounded scan of the keys from `lo` (inclusive) to `hi` (exclusive; None: to the
+    /// end), in key order, starting strictly after `after` (None: from `lo`), at most
+    /// `limit` items. Page on with the last key.
+    pub async fn scan_range(
+        &self,
+        space: Space,
+        lo: Vec<u8>,
+        hi: Option<Vec<u8>>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Rows, StorageError> {
+        self.inner.check_open("scan")?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.scan_range_blocking(space, lo, hi, after, limit))
+            .await
+            .map_err(|e| StorageError::task("scan", e))?
+    }
+
+    /// Every key with `prefix` (bounded by `limit`), in key order.
+    pub async fn scan_prefix(
+        &self,
+        space: Space,
+        prefix: Vec<u8>,
+        limit: usize,
+    ) -> Result<Rows, StorageError> {
+        self.inner.check_open("scan")?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for guard in inner.keyspace(space).prefix(&prefix).take(limit) {
+                let (k, v) = guard
+                    .into_inner()
+                    .map_err(|e| StorageError::engine("scan", e))?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::task("scan", e))?
+    }
+
+    /// Calls `f` on every key and value of `space` in key order, from a blocking thread
+    /// (start-up work such as rebuilding the hash trees). Stops at the first error.
+    pub async fn for_each<F>(&self, space: Space, mut f: F) -> Result<u64, StorageError>
+    where
+        F: FnMut(&[u8], &[u8]) + Send + 'static,
+    {
+        self.inner.check_open("scan")?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0u64;
+            for guard in inner.keyspace(space).iter() {
+                let (k, v) = guard
+                    .into_inner()
+                    .map_err(|e| StorageError::engine("scan", e))?;
+                f(&k, &v);
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| StorageError::task("scan", e))?
+    }
+
+    /// Moves every key of the keyspace [`LEGACY_DATA_KEYSPACE`] (if it exists) into
+    /// `to` under the key `rekey(old key)`, in atomic batches (each batch inserts the
+    /// new keys and removes the old ones, then is fsync'd), and drops the legacy keyspace
+    /// when it is empty. Crash-safe: a restart continues where it stopped, because a key
+    /// is only ever in one of the two keyspaces. Returns how many keys moved. Call at
+    /// start-up, before serving.
+    pub async fn migrate_legacy<F>(&self, to: Space, rekey: F) -> Result<u64, StorageError>
+    where
+        F: Fn(&[u8]) -> Vec<u8> + Send + 'static,
+    {
+        self.inner.check_writable("migrate")?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.migrate_blocking(to, rekey))
+            .await
+            .map_err(|e| StorageError::task("migrate", e))?
     }
 
     /// The engine's estimate of the number of keys in `space` (cheap; counts

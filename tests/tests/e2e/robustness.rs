@@ -241,6 +241,7 @@ async fn client_certificates_cannot_make_peer_requests() -> anyhow::Result<()> {
     let req = Request::ReplicaPut {
         key: b"k".to_vec(),
         state,
+        hint_for: None,
     };
     let resp = dynakv_common::net::request(&conn, &req, 1 << 20, Duration::from_secs(10)).await?;
     match resp {

@@ -1,20 +1,28 @@
-//! Peer transport: the only module (with `server`) that names quinn.
+//! Outgoing requests to peers: the only path by which a node talks to another, and so
+//! the one place that feeds the failure detector.
 //!
 //! One QUIC endpoint per node serves clients and peers and dials peers. Each node keeps
 //! one long-lived outgoing connection per peer (dialled lazily, re-dialled when it
 //! breaks) and opens one bidirectional stream per request. Peer connections use the
 //! peer's node id as the TLS server name, so a node's certificate must name it.
-//! Outgoing requests pass through the fault layer ([`crate::fault`]) first.
+//! Addresses come from the membership's address book. Outgoing requests pass through the
+//! fault layer ([`crate::fault`]) first, which does nothing unless configured.
+//!
+//! Every outcome is fed to the failure detector: an answer means the peer is alive —
+//! except an answer saying the peer is configured differently, which counts against it —
+//! and a transport failure counts against it. Transitions are logged once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dynakv_common::net::{self as conn, ConnError};
-use dynakv_common::wire::{Request, Response};
+use dynakv_common::net::{self as conn, ConnError, Exchange};
+use dynakv_common::wire::{ErrorCode, Request, Response};
 use dynakv_common::NodeId;
+use tracing::{error, info, warn};
 
 use crate::fault::{self, FaultConfig, Verdict};
+use crate::membership::Membership;
 
 /// Longest time spent dialling a peer before the request counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
@@ -22,10 +30,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
 type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 
 /// Outgoing requests to peers over reused connections.
-pub struct Transport {
+pub struct Peers {
     endpoint: quinn::Endpoint,
-    /// Where each peer listens (`host:port`).
-    addrs: HashMap<NodeId, String>,
+    /// The address book and the failure detector.
+    membership: Arc<Membership>,
     /// One connection slot per peer; the async mutex makes dialling single-flight.
     slots: Mutex<HashMap<NodeId, Slot>>,
     max_frame: usize,
@@ -33,16 +41,16 @@ pub struct Transport {
     faults: FaultConfig,
 }
 
-impl Transport {
+impl Peers {
     pub fn new(
         endpoint: quinn::Endpoint,
-        addrs: HashMap<NodeId, String>,
+        membership: Arc<Membership>,
         max_frame: usize,
         faults: FaultConfig,
-    ) -> Transport {
-        Transport {
+    ) -> Peers {
+        Peers {
             endpoint,
-            addrs,
+            membership,
             slots: Mutex::new(HashMap::new()),
             max_frame,
             faults,
@@ -50,10 +58,7 @@ impl Transport {
     }
 
     fn slot(&self, peer: &NodeId) -> Slot {
-        let mut slots = match self.slots.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.entry(peer.clone()).or_default().clone()
     }
 
@@ -66,12 +71,15 @@ impl Transport {
             }
         }
         *guard = None;
-        let addr = self.addrs.get(peer).ok_or_else(|| ConnError::Connect {
-            addr: peer.to_string(),
-            reason: "not a member".into(),
-        })?;
+        let addr = self
+            .membership
+            .address(peer)
+            .ok_or_else(|| ConnError::Connect {
+                addr: peer.to_string(),
+                reason: "not a member".into(),
+            })?;
         // The peer's id is the TLS name: a node cannot pose as another.
-        let conn = conn::dial(&self.endpoint, addr, peer.as_str(), CONNECT_TIMEOUT).await?;
+        let conn = conn::dial(&self.endpoint, &addr, peer.as_str(), CONNECT_TIMEOUT).await?;
         *guard = Some(conn.clone());
         Ok(conn)
     }
@@ -82,13 +90,17 @@ impl Transport {
         peer: &NodeId,
         timeout: Duration,
     ) -> Result<(), ConnError> {
-        match tokio::time::timeout(timeout, self.connection(peer)).await {
+        let result = match tokio::time::timeout(timeout, self.connection(peer)).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(ConnError::Connect {
                 addr: peer.to_string(),
                 reason: format!("no connection within {timeout:?}"),
             }),
+        };
+        if let Err(e) = &result {
+            self.record_failure(peer, &e.to_string(), false);
         }
+        result
     }
 
     /// Sends one request to a peer and waits at most `timeout` for its answer.
@@ -98,6 +110,18 @@ impl Transport {
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, ConnError> {
+        self.call_sized(peer, req, timeout)
+            .await
+            .map(|exchange| exchange.response)
+    }
+
+    /// [`Peers::call`] that also reports the bytes sent and received.
+    pub async fn call_sized(
+        &self,
+        peer: &NodeId,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Exchange, ConnError> {
         let work = async {
             if self.faults.is_active() {
                 // Lost and partitioned requests behave like a silent network: the caller
@@ -109,14 +133,39 @@ impl Transport {
                 }
             }
             let conn = self.connection(peer).await?;
-            conn::request(&conn, req, self.max_frame, timeout).await
+            conn::request_sized(&conn, req, self.max_frame, timeout).await
         };
-        match tokio::time::timeout(timeout, work).await {
+        let result = match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(ConnError::Timeout {
                 addr: peer.to_string(),
                 timeout,
             }),
+        };
+        match &result {
+            Ok(Exchange {
+                response: Response::Error(e),
+                ..
+            }) if e.code == ErrorCode::Misconfigured => {
+                self.record_failure(peer, &e.message, true);
+            }
+            Ok(_) => {
+                if self.membership.record_ok(peer) {
+                    info!(peer = %peer, "peer is up");
+                }
+            }
+            Err(e) => self.record_failure(peer, &e.to_string(), false),
+        }
+        result
+    }
+
+    fn record_failure(&self, peer: &NodeId, cause: &str, misconfigured: bool) {
+        if self.membership.record_failure(peer) {
+            if misconfigured {
+                error!(peer = %peer, cause = %cause, "peer refused: cluster configuration differs");
+            } else {
+                warn!(peer = %peer, cause = %cause, "peer is down");
+            }
         }
     }
 }

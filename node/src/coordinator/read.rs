@@ -1,0 +1,220 @@
+//! The read path: ask every target of the plan for its state (primaries, and fallbacks
+//! that may hold hints for down primaries), answer with the merge once R counting
+//! targets replied, and repair the primaries found behind (Dynamo §4.7):
+//!
+//! - `async` (the default): after the reply, keep listening to the slower replicas for
+//!   `read_repair_window_ms`, merge everything, and send the result to each primary
+//!   that answered with less;
+//! - `sync`: before the reply, send the merge of the answers in hand to each primary
+//!   that answered with less and wait for them, so the answer is durably on every
+//!   primary that answered; slower replicas are then repaired as with `async`;
+//! - `off`: no repair (anti-entropy and hints still converge the replicas).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynakv_common::quorum::{Progress, QuorumTracker};
+use dynakv_common::replication::{QuorumMode, Target};
+use dynakv_common::version::Versioned;
+use dynakv_common::wire::{ErrorCode, GetRequest, GetResponse, ReadRepair, Response};
+use dynakv_common::NodeId;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{
+    deadline, error, fan_out, invalid, read_replica, reasons, wait_for_quorum, write_replica,
+    Answers, Counts,
+};
+use crate::metrics::{add, bump, Op};
+use crate::state::NodeState;
+
+type Answer = (Target, Option<Versioned>);
+
+/// Coordinates a client read.
+pub async fn get(node: Arc<NodeState>, req: GetRequest) -> Response {
+    let started = std::time::Instant::now();
+    let response = coordinate(node.clone(), req).await;
+    node.latency.record(Op::Get, started.elapsed());
+    response
+}
+
+async fn coordinate(node: Arc<NodeState>, req: GetRequest) -> Response {
+    bump(&node.counters.gets);
+    if let Err(e) = node.limits.check_key(&req.key) {
+        return invalid(e);
+    }
+    let n = node.n;
+    let r = match req.r.resolve(n, "R") {
+        Ok(r) => r,
+        Err(e) => return invalid(e),
+    };
+    let (deadline, timeout) = match deadline(&node, req.timeout_ms) {
+        Ok(d) => d,
+        Err(refusal) => return refusal,
+    };
+    let plan = node.plan(&req.key, req.mode);
+    let countable = plan.countable();
+    if countable < r {
+        bump(&node.counters.read_quorum_misses);
+        let what = match plan.mode {
+            QuorumMode::Strict => "primary replicas",
+            QuorumMode::Sloppy => "replicas",
+        };
+        return error(
+            ErrorCode::QuorumNotReached,
+            format!(
+                "read quorum not reached: only {countable} of {n} {what} are reachable, {r} required"
+            ),
+        );
+    }
+
+    let key = req.key.clone();
+    let mut rx = fan_out(&node, &plan.targets, move |node, target| {
+        let key = key.clone();
+        async move {
+            let result = read_replica(&node, &target.node, key, timeout).await;
+            (target, result)
+        }
+    });
+    let mut tracker = QuorumTracker::new(r, countable);
+    let mut answers: Vec<Answer> = Vec::new();
+    let count = |t: &Target| {
+        if plan.counts(t) {
+            Counts::Yes
+        } else {
+            Counts::No
+        }
+    };
+    let progress = wait_for_quorum(&mut rx, &mut tracker, deadline, count, |t, state| {
+        answers.push((t, state))
+    })
+    .await;
+    if progress != Progress::Reached {
+        bump(&node.counters.read_quorum_misses);
+        return error(
+            ErrorCode::QuorumNotReached,
+            format!(
+                "read quorum not reached: {} of {n} replicas answered within {timeout:?}, {r} required{}",
+                tracker.ok_count(),
+                reasons(&tracker)
+            ),
+        );
+    }
+
+    let mode = if node.config.read_repair {
+        req.read_repair
+    } else {
+        ReadRepair::Off
+    };
+    if mode == ReadRepair::Sync {
+        // Take in whatever else has already arrived, then bring every primary that
+        // answered up to the merge before replying.
+        while let Ok((target, Ok(state))) = rx.try_recv() {
+            answers.push((target, state));
+        }
+        let merged = merge_all(&answers);
+        let repaired = repair(&node, &req.key, &answers, &merged, deadline).await;
+        add(&node.counters.read_repairs_sync, repaired.len() as u64);
+        // They hold the merge now: the async pass must not repair them again.
+        for (target, state) in answers.iter_mut() {
+            if repaired.contains(&target.node) {
+                *state = Some(merged.clone());
+            }
+        }
+    }
+    let merged = merge_all(&answers);
+    let values: Vec<Vec<u8>> = merged
+        .live_values()
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    if values.len() > 1 {
+        bump(&node.counters.reads_with_siblings);
+    }
+    let response = Response::Get(GetResponse {
+        values,
+        context: merged.clock().clone(),
+        replicas_answered: tracker.ok_count() as u8,
+    });
+
+    let window = node.config.read_repair_window();
+    if mode != ReadRepair::Off && !window.is_zero() {
+        let task_node = node.clone();
+        node.spawn(read_repair_after(task_node, req.key, answers, rx, window));
+    }
+    response
+}
+
+/// The merge of every state among replica answers.
+fn merge_all(answers: &[Answer]) -> Versioned {
+    let mut merged = Versioned::new();
+    for state in answers.iter().filter_map(|(_, s)| s.as_ref()) {
+        merged.merge(state);
+    }
+    merged
+}
+
+/// Sends `merged` to every primary among `answers` that answered with a different
+/// state, concurrently, and waits for them (until `deadline`). Returns those repaired.
+/// Fallbacks are not repaired: what they hold is a hint, delivered on its own.
+async fn repair(
+    node: &Arc<NodeState>,
+    key: &[u8],
+    answers: &[Answer],
+    merged: &Versioned,
+    deadline: Instant,
+) -> Vec<NodeId> {
+    if *merged == Versioned::new() {
+        return Vec::new();
+    }
+    let digest = merged.digest();
+    let behind: Vec<Target> = answers
+        .iter()
+        .filter(|(t, s)| t.is_primary() && s.as_ref().map(Versioned::digest) != Some(digest))
+        .map(|(t, _)| t.clone())
+        .collect();
+    if behind.is_empty() {
+        return Vec::new();
+    }
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let (key, state) = (key.to_vec(), merged.clone());
+    let mut rx = fan_out(node, &behind, move |node, target| {
+        let (key, state) = (key.clone(), state.clone());
+        async move {
+            let r = write_replica(&node, &target.node, key, state, None, timeout).await;
+            (target, r)
+        }
+    });
+    let mut repaired = Vec::new();
+    while let Ok(Some((target, result))) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        match result {
+            Ok(()) => {
+                repaired.push(target.node.clone());
+                debug!(peer = %target.node, "read repair sent");
+            }
+            Err(f) => debug!(peer = %target.node, cause = ?f, "read repair failed"),
+        }
+    }
+    repaired
+}
+
+/// Waits for the replicas that had not answered yet, then sends the merged state to
+/// every primary that answered with less than it.
+async fn read_repair_after(
+    node: Arc<NodeState>,
+    key: Vec<u8>,
+    mut answers: Vec<Answer>,
+    mut rx: Answers<Option<Versioned>>,
+    window: Duration,
+) {
+    let until = Instant::now() + window;
+    while let Ok(Some((target, result))) = tokio::time::timeout_at(until, rx.recv()).await {
+        if let Ok(state) = result {
+            answers.push((target, state));
+        }
+    }
+    let merged = merge_all(&answers);
+    let deadline = Instant::now() + window;
+    let repaired = repair(&node, &key, &answers, &merged, deadline).await;
+    add(&node.counters.read_repairs_async, repaired.len() as u64);
+}
