@@ -11,7 +11,9 @@
 //!    period (which must exceed the hint time-to-live, so every hint that could still
 //!    carry the old value has expired and is dropped instead of delivered); and
 //! 2. every primary replica of the key answered, and holds exactly the same state (same
-//!    digest) — never while a primary is unreachable or behind.
+//!    digest) or none at all — never while a primary is unreachable or behind. A
+//!    primary with no state holds no old value to bring back (it never had the key, or
+//!    already reaped it), so it does not stop the others from finishing a reap.
 //!
 //! After a reap, a new write of the key mints a dot above every counter its coordinator
 //! ever used (the node-wide counter floor of `Versioned::update_with_floor`), so a client
@@ -43,7 +45,7 @@ pub enum Verdict {
     TooYoung { wait_ms: u64 },
     /// A primary could not be asked.
     Unreachable(NodeId),
-    /// A primary holds a different state, or none: anti-entropy must converge first.
+    /// A primary holds a different state: anti-entropy must converge first.
     Differs(NodeId),
 }
 
@@ -78,7 +80,8 @@ pub fn decide(
         match copy {
             PrimaryCopy::Unreachable => return Verdict::Unreachable(node.clone()),
             PrimaryCopy::Holds(d) if *d == local_digest => {}
-            PrimaryCopy::Holds(_) | PrimaryCopy::Absent => return Verdict::Differs(node.clone()),
+            PrimaryCopy::Absent => {}
+            PrimaryCopy::Holds(_) => return Verdict::Differs(node.clone()),
         }
     }
     Verdict::Reap

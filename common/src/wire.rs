@@ -77,8 +77,14 @@ pub enum Request {
     /// `digest` (every primary holds the same tombstones, older than the grace period).
     Reap { key: Vec<u8>, digest: u128 },
     /// Peer: liveness probe of the failure detector, carrying the sender's cluster shape
-    /// so that nodes configured differently refuse each other instead of misplacing keys.
-    Ping { from: NodeId, shape: ClusterShape },
+    /// so that nodes configured differently refuse each other instead of misplacing keys,
+    /// and its incarnation (drawn at each start), so a peer that restarted is noticed at
+    /// once and connections to its previous process are dropped instead of timing out.
+    Ping {
+        from: NodeId,
+        shape: ClusterShape,
+        incarnation: u64,
+    },
     /// Admin: this node's local state of a key (its primary copy and any hints).
     DebugReplica { key: Vec<u8> },
     /// Admin: anti-entropy state; with `run_now`, run a full exchange round first.
@@ -293,6 +299,8 @@ pub struct MemberStatus {
     pub up: bool,
     /// Partitions it owns.
     pub partitions: u32,
+    /// The incarnation of its process this node last heard of (0: not yet).
+    pub incarnation: u64,
 }
 
 /// A node's view of the cluster.

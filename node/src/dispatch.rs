@@ -95,7 +95,11 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
             }
             Err(e) => storage_error(e),
         },
-        Request::Ping { from, shape } => {
+        Request::Ping {
+            from,
+            shape,
+            incarnation,
+        } => {
             let mine = node.shape();
             if shape != mine {
                 return refuse(
@@ -111,6 +115,12 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
                 );
             }
             node.membership.record_ok(&from);
+            if node.membership.observe_incarnation(&from, incarnation) {
+                // The peer restarted: a connection to its previous process would only
+                // time out, so drop it and dial afresh.
+                tracing::info!(peer = %from, "peer restarted");
+                node.peers.reset(&from).await;
+            }
             Response::Pong
         }
         Request::DebugReplica { key } => debug_replica(node, key).await,
@@ -315,6 +325,7 @@ fn status(node: &NodeState) -> StatusResponse {
             addr: addr.clone(),
             up: node.membership.is_up(id),
             partitions: claims.get(id).copied().unwrap_or(0) as u32,
+            incarnation: node.membership.incarnation(id),
         })
         .collect();
     StatusResponse {

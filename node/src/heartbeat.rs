@@ -32,6 +32,7 @@ impl Worker for Heartbeat {
         let ping = Request::Ping {
             from: self.node.membership.me().clone(),
             shape: self.node.shape(),
+            incarnation: self.node.membership.incarnation(self.node.membership.me()),
         };
         // Concurrent pings, all awaited here (dropped with the step if the node stops).
         let mut pings = JoinSet::new();

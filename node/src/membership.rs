@@ -72,15 +72,18 @@ pub struct Membership {
     /// Failure detector state per peer.
     health: Mutex<BTreeMap<NodeId, PeerHealth>>,
     failure_timeout: Duration,
+    /// The incarnation of each member's process as last heard (this node's own included).
+    incarnations: Mutex<BTreeMap<NodeId, u64>>,
 }
 
 impl Membership {
-    /// Static membership from configuration.
+    /// Static membership from configuration; `incarnation` identifies this process.
     pub fn new(
         me: NodeId,
         addrs: BTreeMap<NodeId, String>,
         ring: Ring,
         failure_timeout: Duration,
+        incarnation: u64,
     ) -> Membership {
         let now = Instant::now();
         let health = addrs
@@ -88,12 +91,14 @@ impl Membership {
             .filter(|id| **id != me)
             .map(|id| (id.clone(), PeerHealth::new(now)))
             .collect();
+        let incarnations = Mutex::new(BTreeMap::from([(me.clone(), incarnation)]));
         Membership {
             me,
             addrs,
             ring: RwLock::new(Arc::new(ring)),
             health: Mutex::new(health),
             failure_timeout,
+            incarnations,
         }
     }
 
@@ -158,6 +163,22 @@ impl Membership {
             h.get_mut(id)
                 .is_some_and(|p| p.record_failure(now, timeout))
         })
+    }
+
+    /// The last incarnation heard of `id` (0: none yet).
+    pub fn incarnation(&self, id: &NodeId) -> u64 {
+        let map = self.incarnations.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id).copied().unwrap_or(0)
+    }
+
+    /// Records a member's incarnation; returns true if it differs from a known earlier
+    /// one (the member restarted since we last heard of it).
+    pub fn observe_incarnation(&self, id: &NodeId, incarnation: u64) -> bool {
+        let mut map = self.incarnations.lock().unwrap_or_else(|p| p.into_inner());
+        match map.insert(id.clone(), incarnation) {
+            Some(previous) => previous != incarnation,
+            None => false,
+        }
     }
 
     fn with_health<R>(&self, f: impl FnOnce(&mut BTreeMap<NodeId, PeerHealth>) -> R) -> R {

@@ -131,6 +131,7 @@ impl NodeHandle {
             addrs,
             ring,
             config.failure_timeout(),
+            rand::random::<u64>() | 1,
         ));
         let peers = Peers::new(
             endpoint.clone(),

@@ -84,6 +84,15 @@ impl Peers {
         Ok(conn)
     }
 
+    /// Drops the connection to `peer` (it restarted): the next request dials afresh.
+    pub async fn reset(&self, peer: &NodeId) {
+        let slot = self.slot(peer);
+        let stale = slot.lock().await.take();
+        if let Some(conn) = stale {
+            conn.close(0u32.into(), b"peer restarted");
+        }
+    }
+
     /// Makes sure a connection to `peer` is up (dialling if needed), within `timeout`.
     pub async fn ensure_connected(
         &self,

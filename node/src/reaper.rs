@@ -2,13 +2,13 @@
 //! delete (`dynakv_common::reaping` states the rule).
 //!
 //! Each node walks its tombstone index (keys whose state is tombstones only, with the
-//! deletion time) in bounded batches. For a key whose grace period has passed and whose
-//! first primary is this node — one node per key does the work — it asks every other
-//! primary for its copy; only if all are up and hold exactly the same state does it ask
-//! each to delete it (`Reap`, a delete conditional on that digest) and then delete its
-//! own. If some primary then fails to delete, anti-entropy copies the tombstone back
-//! to those that did, and the next pass reaps it again: a tombstone may come back, the
-//! deleted value cannot.
+//! deletion time) in bounded batches. For a key whose grace period has passed, it asks
+//! every other primary for its copy; only if all are up and hold exactly the same state
+//! (or none) does it ask each to delete it (`Reap`, a delete conditional on that digest)
+//! and then delete its own. Every primary holding the tombstone may do this; the
+//! deletes are conditional, so two doing it at once is harmless. If some primary fails
+//! to delete, or anti-entropy copies the tombstone back to one that had deleted it, the
+//! next pass reaps it again: a tombstone may come back, the deleted value cannot.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +52,8 @@ impl TombstoneReaper {
         let node = &self.node;
         let me = node.membership.me().clone();
         let primaries = node.with_placement(|p| p.primaries(p.partition_of(key)));
-        if primaries.first() != Some(&me) {
-            return Ok(Some("another primary reaps it".into()));
+        if !primaries.contains(&me) {
+            return Ok(Some("not a primary of the key".into()));
         }
         let Some(local) = node.replica.read(key).await.map_err(|e| e.to_string())? else {
             return Ok(Some("already gone".into()));

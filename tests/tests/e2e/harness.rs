@@ -6,6 +6,7 @@
 //! through the real client library. Every wait polls a condition with a deadline;
 //! dropping the cluster kills its processes and deletes the directory.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use dynakv_client::settings::Settings;
 use dynakv_client::{Client, ClientOptions};
+use dynakv_common::wire::DebugReplica;
+use dynakv_common::{NodeId, Ring};
 use dynakv_node::config::NodeConfig;
 
 /// The node binary built for these tests.
@@ -247,21 +250,50 @@ impl Cluster {
         Ok(())
     }
 
-    /// Restarts a stopped or killed node on the same port and data dir; waits until it serves.
+    /// Restarts a stopped or killed node on the same port and data dir; waits until it
+    /// serves and every other running node has heard from the new process.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);
         self.spawn(i)?;
         let addr = self.nodes[i].addr.clone();
+        let id = self.nodes[i].id.clone();
         let this = &*self;
-        eventually(
+        let id_ref = &id;
+        let incarnation = eventually(
             Duration::from_secs(30),
             &format!("{addr} serves again"),
             || async move {
                 let client = this.client_only(i).await.ok()?;
-                client.status().await.ok().map(|_| ())
+                let status = client.status().await.ok()?;
+                status
+                    .members
+                    .iter()
+                    .find(|m| m.id.as_str() == id_ref)
+                    .map(|m| m.incarnation)
             },
         )
-        .await
+        .await?;
+        for j in 0..self.nodes.len() {
+            if j == i || self.nodes[j].child.is_none() {
+                continue;
+            }
+            let id_ref = &id;
+            eventually(
+                Duration::from_secs(30),
+                &format!("{} hears from the restarted {id}", self.nodes[j].id),
+                || async move {
+                    let client = this.client_only(j).await.ok()?;
+                    let status = client.status().await.ok()?;
+                    status
+                        .members
+                        .iter()
+                        .any(|m| m.id.as_str() == id_ref && m.incarnation == incarnation && m.up)
+                        .then_some(())
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Waits until node `i` reports the members `which` up.
@@ -296,6 +328,38 @@ impl Cluster {
         .with_context(|| format!("log of node {}:\n{}", self.nodes[i].id, self.log_tail(i)))
     }
 
+    /// Node `i`'s local state of `key` (its primary copy and the hints it holds).
+    pub async fn debug(&self, i: usize, key: &[u8]) -> anyhow::Result<DebugReplica> {
+        let client = self.client_only(i).await?;
+        let d = client.debug_replica(key).await?;
+        client.close().await;
+        Ok(d)
+    }
+
+    /// Node `i`'s counters.
+    pub async fn counters(&self, i: usize) -> anyhow::Result<BTreeMap<String, u64>> {
+        let client = self.client_only(i).await?;
+        let status = client.status().await?;
+        client.close().await;
+        Ok(status.counters.into_iter().collect())
+    }
+
+    /// The indices of `key`'s primaries and then its fallbacks, in ring order, for a
+    /// cluster with `n` replicas per key (the ring every node computes).
+    pub fn placement(&self, key: &[u8], n: usize) -> (Vec<usize>, Vec<usize>) {
+        let ids: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .map(|node| NodeId::new(node.id.clone()).expect("test ids are valid"))
+            .collect();
+        let ring = Ring::new(dynakv_common::ring::DEFAULT_PARTITIONS, &ids).expect("ring");
+        let p = ring.partition_of(key);
+        let index = |id: &NodeId| ids.iter().position(|x| x == id).expect("member");
+        let primaries = ring.preference_list(p, n).iter().map(index).collect();
+        let fallbacks = ring.fallbacks(p, n).iter().map(index).collect();
+        (primaries, fallbacks)
+    }
+
     /// The last lines of node `i`'s log, for failure messages.
     pub fn log_tail(&self, i: usize) -> String {
         let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
@@ -308,6 +372,15 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        // DYNAKV_TEST_KEEP=1 keeps the directory (configs, data, logs) for a post-mortem.
+        if std::env::var_os("DYNAKV_TEST_KEEP").is_some() {
+            let path = self.dir.path().to_path_buf();
+            eprintln!("keeping {}", path.display());
+            std::mem::forget(std::mem::replace(
+                &mut self.dir,
+                tempfile::TempDir::new().expect("temp dir"),
+            ));
         }
     }
 }

@@ -3,12 +3,15 @@
 
 mod harness;
 
+mod antientropy;
 mod cli;
 mod dev;
 mod diskfull;
 mod durability;
+mod handoff;
 mod hosts;
 mod kv;
 mod metrics;
 mod robustness;
 mod siblings;
+mod tombstones;
