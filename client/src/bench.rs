@@ -42,6 +42,9 @@ pub struct BenchOptions {
     pub prefix: String,
     /// Server-side deadline per request in milliseconds (None: the node's default).
     pub timeout_ms: Option<u32>,
+    /// Load mode: write every key `0..keys` exactly once (blind writes, no reads), then
+    /// stop. For loading data before a measurement.
+    pub fill: bool,
 }
 
 /// Latency summary of one operation type, in microseconds.
@@ -198,14 +201,44 @@ async fn worker(
     };
     let workers = opts.concurrency.max(1) as u64;
     let keys = opts.keys.max(workers);
+    let keys = if opts.fill { opts.keys } else { keys };
     let mut contexts: HashMap<u64, Clock> = HashMap::new();
     let mut rng = rand::rngs::StdRng::from_entropy();
     let value: Vec<u8> = (0..opts.value_size)
         .map(|i| b'a' + (i % 26) as u8)
         .collect();
+    let mut next_fill = 0u64;
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        if opts.fill {
+            // This worker's keys are index, index + workers, ...: each written once.
+            let k = next_fill * workers + index as u64;
+            if k >= opts.keys {
+                break;
+            }
+            next_fill += 1;
+            let key = format!("{}{k}", opts.prefix);
+            let wopts = WriteOptions {
+                w: opts.w,
+                timeout_ms: opts.timeout_ms,
+                ..WriteOptions::default()
+            };
+            let t0 = Instant::now();
+            match client.put(key.as_bytes(), value.clone(), wopts).await {
+                Ok(_) => {
+                    let _ = result.puts.record((t0.elapsed().as_micros() as u64).max(1));
+                }
+                Err(e) => {
+                    result.put_errors += 1;
+                    if result.errors.len() < 5 {
+                        result.errors.push(e.to_string());
+                    }
+                }
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+            continue;
         }
         if let Some(limit) = opts.ops {
             if issued.fetch_add(1, Ordering::Relaxed) >= limit {

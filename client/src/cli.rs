@@ -190,6 +190,10 @@ struct BenchArgs {
     /// Key prefix.
     #[arg(long, default_value = "bench:")]
     prefix: String,
+    /// Load data instead: write every key 0..KEYS exactly once (blind writes with --w),
+    /// then stop. Ignores --read-ratio, --ops and --duration.
+    #[arg(long)]
+    fill: bool,
 }
 
 /// Parses the command line and runs the command; the whole program behind the binary.
@@ -509,6 +513,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 clients.push(connect(&s, order).await?);
             }
             let duration = match (args.duration, args.ops) {
+                _ if args.fill => None,
                 (Some(d), _) => Some(Duration::from_secs_f64(d)),
                 (None, Some(_)) => None,
                 (None, None) => Some(Duration::from_secs(10)),
@@ -517,8 +522,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 concurrency: args.concurrency,
                 keys: args.keys,
                 value_size: args.value_size,
-                read_ratio: args.read_ratio,
-                ops: args.ops,
+                read_ratio: if args.fill { 0.0 } else { args.read_ratio },
+                ops: if args.fill { None } else { args.ops },
+                fill: args.fill,
                 duration,
                 r: args.r,
                 w: args.w,
@@ -526,7 +532,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout_ms: cli.timeout_ms,
             };
             let bar = if std::io::stderr().is_terminal() && !cli.json {
-                let len = args.ops.unwrap_or(0);
+                let len = if args.fill {
+                    args.keys
+                } else {
+                    args.ops.unwrap_or(0)
+                };
                 let bar = if len > 0 {
                     indicatif::ProgressBar::new(len)
                 } else {

@@ -538,3 +538,6 @@ impl Replica {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests;

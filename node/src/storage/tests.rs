@@ -526,3 +526,147 @@ async fn measure_fsync_puts_at_concurrency_1_and_64() {
         s.close().await.unwrap();
     }
 }
+
+/// Records every change the storage reports.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<(Space, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)>>,
+}
+
+impl ChangeObserver for Recorder {
+    fn changed(&self, space: Space, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
+        lock(&self.seen).push((
+            space,
+            key.to_vec(),
+            old.map(<[u8]>::to_vec),
+            new.map(<[u8]>::to_vec),
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn side_writes_commit_with_the_key_and_the_observer_sees_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let rec = Arc::new(Recorder::default());
+    s.set_observer(rec.clone());
+    s.modify_with(Space::Data, b"k".to_vec(), |old| {
+        assert!(old.is_none());
+        let edit = Edit {
+            change: Change::Put(b"v1".to_vec()),
+            also: vec![(Space::Tombstones, b"k".to_vec(), Change::Put(b"t".to_vec()))],
+        };
+        (edit, ())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get(Space::Tombstones, b"k").await.unwrap().as_deref(),
+        Some(&b"t"[..])
+    );
+    s.modify_with(Space::Data, b"k".to_vec(), |_| {
+        let edit = Edit {
+            change: Change::Delete,
+            also: vec![(Space::Tombstones, b"k".to_vec(), Change::Delete)],
+        };
+        (edit, ())
+    })
+    .await
+    .unwrap();
+    // A Keep writes nothing and reports nothing.
+    s.modify(Space::Data, b"k".to_vec(), |_| (Change::Keep, ()))
+        .await
+        .unwrap();
+    s.put(Space::Meta, b"m".to_vec(), b"x".to_vec())
+        .await
+        .unwrap();
+    let seen = lock(&rec.seen).clone();
+    let v = |b: &[u8]| Some(b.to_vec());
+    assert_eq!(
+        seen,
+        vec![
+            (Space::Data, b"k".to_vec(), None, v(b"v1")),
+            (Space::Tombstones, b"k".to_vec(), None, v(b"t")),
+            (Space::Data, b"k".to_vec(), v(b"v1"), None),
+            (Space::Tombstones, b"k".to_vec(), v(b"t"), None),
+            (Space::Meta, b"m".to_vec(), None, v(b"x")),
+        ]
+    );
+    assert_eq!(s.get(Space::Tombstones, b"k").await.unwrap(), None);
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn range_scans_stay_within_their_bounds_and_resume_after_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for i in 0u8..50 {
+        s.put(Space::Data, vec![i, 1], vec![i]).await.unwrap();
+    }
+    let rows = s
+        .scan_range(Space::Data, vec![10], Some(vec![20]), None, 100)
+        .await
+        .unwrap();
+    let firsts: Vec<u8> = rows.iter().map(|(k, _)| k[0]).collect();
+    assert_eq!(firsts, (10..20).collect::<Vec<u8>>());
+    let rows = s
+        .scan_range(Space::Data, vec![10], Some(vec![20]), Some(vec![14, 1]), 3)
+        .await
+        .unwrap();
+    let firsts: Vec<u8> = rows.iter().map(|(k, _)| k[0]).collect();
+    assert_eq!(firsts, vec![15, 16, 17]);
+    let rows = s
+        .scan_range(Space::Data, vec![45], None, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5, "an open upper bound runs to the end");
+    let rows = s.scan_prefix(Space::Data, vec![7], 10).await.unwrap();
+    assert_eq!(rows, vec![(vec![7, 1], vec![7])]);
+    s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_legacy_data_keyspace_is_migrated_under_new_keys_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // What an older version wrote: values under their raw keys in keyspace "data".
+        let db = Database::builder(dir.path()).open().unwrap();
+        let legacy = db
+            .keyspace(LEGACY_DATA_KEYSPACE, KeyspaceCreateOptions::default)
+            .unwrap();
+        for i in 0..25_000u32 {
+            legacy.insert(i.to_be_bytes(), b"v").unwrap();
+        }
+        db.persist(PersistMode::SyncAll).unwrap();
+    }
+    let s = open(dir.path());
+    let moved = s
+        .migrate_legacy(Space::Data, |k| [b"new:".as_slice(), k].concat())
+        .await
+        .unwrap();
+    assert_eq!(moved, 25_000);
+    assert_eq!(
+        s.get(
+            Space::Data,
+            &[b"new:".as_slice(), &7u32.to_be_bytes()].concat()
+        )
+        .await
+        .unwrap()
+        .as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(
+        s.migrate_legacy(Space::Data, |k| k.to_vec()).await.unwrap(),
+        0,
+        "migrating twice moves nothing"
+    );
+    s.close().await.unwrap();
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(
+        s.migrate_legacy(Space::Data, |k| k.to_vec()).await.unwrap(),
+        0
+    );
+    assert_eq!(s.approximate_len(Space::Data), 25_000);
+    s.close().await.unwrap();
+}

@@ -11,6 +11,7 @@ mod durability;
 mod handoff;
 mod hosts;
 mod kv;
+mod measure;
 mod metrics;
 mod robustness;
 mod siblings;
