@@ -456,7 +456,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 for w in &st.workers {
                     writeln!(
                         out,
-                        "worker {:<14} {:<8} {:>6} steps  {}",
+                        "worker {:<16} {:<8} {:>6} steps  {}",
                         w.name, w.state, w.steps, w.detail
                     )?;
                 }

@@ -197,3 +197,97 @@ async fn bench_prints_throughput_and_percentiles() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_debug_replica_and_status_show_what_each_node_holds() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let report = json(&tokio::task::block_in_place(|| {
+        dynakv(
+            &cluster,
+            &[
+                "--json",
+                "bench",
+                "--fill",
+                "--keys",
+                "40",
+                "--concurrency",
+                "8",
+                "--w",
+                "all",
+            ],
+            None,
+        )
+    }));
+    assert_eq!(report["ops"].as_u64(), Some(40), "{report}");
+    assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+    // Every node holds every key (N=3, W=all), one sibling each.
+    for node in &cluster.nodes {
+        let d = json(&tokio::task::block_in_place(|| {
+            dynakv(
+                &cluster,
+                &[
+                    "--json", "--node", &node.addr, "debug", "replica", "bench:7",
+                ],
+                None,
+            )
+        }));
+        assert_eq!(d["is_primary"], true, "{d}");
+        assert_eq!(
+            d["state"]["siblings"].as_array().map(Vec::len),
+            Some(1),
+            "{d}"
+        );
+        assert_eq!(d["hints"].as_array().map(Vec::len), Some(0), "{d}");
+    }
+    let text =
+        tokio::task::block_in_place(|| dynakv(&cluster, &["debug", "replica", "bench:7"], None));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("(a primary)") && text.contains("hints held here: none"),
+        "{text}"
+    );
+    // Per-request quorum mode and read repair parse and work.
+    let g = json(&tokio::task::block_in_place(|| {
+        dynakv(
+            &cluster,
+            &[
+                "--json",
+                "get",
+                "bench:7",
+                "--r",
+                "all",
+                "--strict",
+                "--read-repair",
+                "sync",
+            ],
+            None,
+        )
+    }));
+    assert_eq!(g["found"], true);
+    let st = json(&tokio::task::block_in_place(|| {
+        dynakv(&cluster, &["--json", "status"], None)
+    }));
+    let workers: Vec<&str> = st["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    for name in [
+        "heartbeat",
+        "hint-delivery",
+        "anti-entropy",
+        "tombstone-reaper",
+    ] {
+        assert!(workers.contains(&name), "{workers:?}");
+    }
+    assert!(
+        st["latency"]
+            .as_array()
+            .expect("latency")
+            .iter()
+            .any(|l| l["op"] == "get" && l["count"].as_u64() >= Some(1)),
+        "{st}"
+    );
+    Ok(())
+}

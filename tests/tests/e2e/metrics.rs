@@ -55,6 +55,21 @@ async fn prometheus_endpoint_reports_requests_and_peers() -> anyhow::Result<()> 
     )
     .await?;
     assert!(body.contains("dynakv_storage_fsyncs"), "{body}");
+    // Repair counters and the latency histogram per operation.
+    for name in [
+        "dynakv_hints_delivered",
+        "dynakv_hints_dropped",
+        "dynakv_ae_keys_repaired",
+        "dynakv_ae_bytes_sent",
+        "dynakv_tombstones_reaped",
+        "dynakv_read_repairs_sync",
+    ] {
+        assert!(body.contains(name), "{name} missing: {body}");
+    }
+    assert!(
+        body.contains("dynakv_request_seconds_bucket{op=\"put\""),
+        "{body}"
+    );
     assert!(body.contains("dynakv_write_quorum_misses 0"), "{body}");
     Ok(())
 }

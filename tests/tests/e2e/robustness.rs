@@ -255,6 +255,42 @@ async fn client_certificates_cannot_make_peer_requests() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admin_certificates_may_make_admin_requests() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    // A plain client certificate of the cluster CA.
+    let user = cluster.dir.path().join("plain-user");
+    dynakv_node::certs::issue_client_cert(&cluster.dir.path().join("ca"), &user, "user", false)?;
+    let tls = dynakv_client::tls::client_config(
+        &user.join("ca.pem"),
+        &user.join("client.pem"),
+        &user.join("client.key.pem"),
+        ALPN,
+    )?;
+    let plain =
+        Client::connect(ClientOptions::new(vec![cluster.nodes[0].addr.clone()], tls)).await?;
+    plain
+        .put(b"k", b"v".to_vec(), WriteOptions::default())
+        .await?;
+    for result in [
+        plain.debug_replica(b"k").await.map(|_| ()),
+        plain.anti_entropy(true).await.map(|_| ()),
+    ] {
+        match result {
+            Err(ClientError::Server(e)) => {
+                assert_eq!(e.code, ErrorCode::Forbidden, "{}", e.message);
+                assert!(e.message.contains("--admin"), "{}", e.message);
+            }
+            other => panic!("a plain client certificate made an admin request: {other:?}"),
+        }
+    }
+    // The dev (admin) certificate may.
+    let admin = cluster.client_only(0).await?;
+    let d = admin.debug_replica(b"k").await?;
+    assert_eq!(d.state.expect("stored").live_values(), vec![&b"v"[..]]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_of_another_protocol_version_fails_clearly() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let c = cluster.dir.path().join("client");
