@@ -527,10 +527,13 @@ async fn measure_fsync_puts_at_concurrency_1_and_64() {
     }
 }
 
+/// One change as the observer saw it: space, key, old value, new value.
+type Seen = (Space, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Records every change the storage reports.
 #[derive(Default)]
 struct Recorder {
-    seen: Mutex<Vec<(Space, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 impl ChangeObserver for Recorder {
