@@ -2,7 +2,10 @@
 //! gauges into the `metrics` registry once a second (the endpoint itself is
 //! metrics-exporter-prometheus, started by the lifecycle when `metrics_listen` is set).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use dynakv_common::NodeId;
 
 use crate::state::NodeState;
 use crate::worker::{Step, Worker};
@@ -10,11 +13,16 @@ use crate::worker::{Step, Worker};
 /// Publishes counters and gauges to the Prometheus registry.
 pub struct MetricsExport {
     node: Arc<NodeState>,
+    /// Primaries we published a hint gauge for, so one that drops to zero is set to 0.
+    hint_targets: BTreeSet<NodeId>,
 }
 
 impl MetricsExport {
     pub fn new(node: Arc<NodeState>) -> MetricsExport {
-        MetricsExport { node }
+        MetricsExport {
+            node,
+            hint_targets: BTreeSet::new(),
+        }
     }
 }
 
@@ -44,7 +52,10 @@ impl Worker for MetricsExport {
                 ),
             ],
         );
-        for (target, n) in node.replica.hints_pending() {
+        let pending: BTreeMap<NodeId, u64> = node.replica.hints_pending().into_iter().collect();
+        self.hint_targets.extend(pending.keys().cloned());
+        for target in &self.hint_targets {
+            let n = pending.get(target).copied().unwrap_or(0);
             metrics::gauge!("dynakv_hints_pending_for", "target" => target.to_string())
                 .set(n as f64);
         }
