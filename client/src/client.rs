@@ -17,8 +17,8 @@ use dynakv_common::quorum::Quorum;
 use dynakv_common::replication::QuorumMode;
 use dynakv_common::version::{encode_context, Clock};
 use dynakv_common::wire::{
-    AntiEntropyStatus, DebugReplica, ErrorCode, GetRequest, PutRequest, ReadRepair, Request,
-    Response, StatusResponse, WireError, NODE_SERVER_NAME,
+    AntiEntropyStatus, DebugReplica, ErrorCode, FaultSpec, GetRequest, PutRequest, ReadRepair,
+    Request, Response, StatusResponse, WireError, NODE_SERVER_NAME,
 };
 use tokio::sync::Mutex;
 
@@ -406,6 +406,23 @@ impl Client {
     pub async fn anti_entropy(&self, run_now: bool) -> Result<AntiEntropyStatus, ClientError> {
         match self.request(&Request::AntiEntropy { run_now }).await? {
             Response::AntiEntropy(s) => Ok(*s),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Replaces the faults the connected node injects into its peer traffic (admin
+    /// certificate needed).
+    pub async fn set_faults(&self, spec: FaultSpec) -> Result<(), ClientError> {
+        match self.request(&Request::SetFaults(spec)).await? {
+            Response::Ack => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The faults the connected node injects (admin certificate needed).
+    pub async fn faults(&self) -> Result<FaultSpec, ClientError> {
+        match self.request(&Request::GetFaults).await? {
+            Response::Faults(spec) => Ok(*spec),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -89,6 +89,86 @@ pub enum Request {
     DebugReplica { key: Vec<u8> },
     /// Admin: anti-entropy state; with `run_now`, run a full exchange round first.
     AntiEntropy { run_now: bool },
+    /// Admin: replace the faults this node injects into its peer traffic (lab, tests).
+    SetFaults(FaultSpec),
+    /// Admin: the faults this node injects now.
+    GetFaults,
+}
+
+/// Faults a node injects into its own peer traffic — this kernel has no netem, so the
+/// lab shapes the network inside the nodes. Empty by default, and then nothing on the
+/// request path pays for it beyond one flag check.
+///
+/// Every node usually gets the same spec; each applies the rules of the links it is an
+/// end of. Partitions act on both ends (a message on a cut link is neither sent nor
+/// processed, and a reply on a cut link is neither sent nor accepted); delays and loss
+/// are drawn once, by the node that sent the request (the coordinator), for the request
+/// (W or R) and for its reply (A or S), so their distributions are exactly the ones given.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultSpec {
+    /// The rules; a message on a link matching several gets the sum of their delays,
+    /// the highest loss, and is cut if any cuts it.
+    pub rules: Vec<LinkRule>,
+    /// Also delay the coordinator's own replica operations (with the rules of the link
+    /// from itself to itself), so a run matches a model where every replica, the
+    /// coordinator's included, sees each write after a W delay.
+    pub local: bool,
+    /// Seed of the random draws (mixed with the node id), so a run can be repeated.
+    pub seed: u64,
+}
+
+/// Faults on the messages of one link (`from` → `to`; `None` matches any node).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkRule {
+    pub from: Option<NodeId>,
+    pub to: Option<NodeId>,
+    /// Delay of a write request to a replica (PBS's W), in ms.
+    pub w: Option<crate::dist::Dist>,
+    /// Delay of a write's acknowledgement (A).
+    pub a: Option<crate::dist::Dist>,
+    /// Delay of a read request to a replica (R).
+    pub r: Option<crate::dist::Dist>,
+    /// Delay of a read's response (S).
+    pub s: Option<crate::dist::Dist>,
+    /// Probability in [0, 1] that a message is lost.
+    pub loss: f64,
+    /// Cut the link: every message on it is lost (a one-way partition; two rules make a
+    /// two-way one).
+    pub cut: bool,
+}
+
+impl LinkRule {
+    /// Whether the rule applies to messages from `from` to `to`.
+    pub fn matches(&self, from: &NodeId, to: &NodeId) -> bool {
+        self.from.as_ref().is_none_or(|f| f == from) && self.to.as_ref().is_none_or(|t| t == to)
+    }
+}
+
+impl FaultSpec {
+    /// Whether the spec injects anything.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Refuses impossible settings with a sentence.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !(0.0..=1.0).contains(&rule.loss) {
+                return Err(format!(
+                    "fault rule {}: loss is {} but must be between 0 and 1",
+                    i + 1,
+                    rule.loss
+                ));
+            }
+            for d in [&rule.w, &rule.a, &rule.r, &rule.s].into_iter().flatten() {
+                d.validate()
+                    .map_err(|e| format!("fault rule {}: {e}", i + 1))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Request {
@@ -111,18 +191,69 @@ impl Request {
     pub fn is_admin_request(&self) -> bool {
         matches!(
             self,
-            Request::DebugReplica { .. } | Request::AntiEntropy { .. }
+            Request::DebugReplica { .. }
+                | Request::AntiEntropy { .. }
+                | Request::SetFaults(_)
+                | Request::GetFaults
         )
     }
 }
 
-/// What every node of a cluster must agree on: N and the ring (members and Q).
+/// What every node of a cluster must agree on: N, the ring (members and Q) and the
+/// conflict policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterShape {
     /// Replicas per key (N).
     pub replicas: u8,
     /// [`crate::Ring::fingerprint`] of the node's ring.
     pub ring: u64,
+    /// How concurrent writes are resolved.
+    pub policy: ConflictPolicy,
+}
+
+/// How concurrent writes of a key are resolved, cluster-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictPolicy {
+    /// Keep every concurrent write as a sibling (dotted version vectors); the client
+    /// resolves them. Nothing acknowledged is lost.
+    #[default]
+    Dvv,
+    /// Last writer wins: keep only the sibling with the newest coordinator timestamp.
+    /// Concurrent writes are silently lost — for comparison, not for data you need.
+    Lww,
+}
+
+impl std::fmt::Display for ConflictPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConflictPolicy::Dvv => "dvv",
+            ConflictPolicy::Lww => "lww",
+        })
+    }
+}
+
+impl std::str::FromStr for ConflictPolicy {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "dvv" => Ok(ConflictPolicy::Dvv),
+            "lww" => Ok(ConflictPolicy::Lww),
+            _ => Err(crate::Error::Malformed {
+                reason: format!("conflict policy {s:?}: use dvv or lww"),
+            }),
+        }
+    }
+}
+
+impl ConflictPolicy {
+    /// Applies the policy to a state just written or merged: LWW keeps the newest
+    /// sibling (by coordinator timestamp, then dot); DVV keeps them all.
+    pub fn apply(self, state: &mut Versioned) {
+        if self == ConflictPolicy::Lww && state.siblings().len() > 1 {
+            state.resolve_last_writer_wins();
+        }
+    }
 }
 
 /// A client read.
@@ -219,6 +350,7 @@ pub enum Response {
     Pong,
     Debug(Box<DebugReplica>),
     AntiEntropy(Box<AntiEntropyStatus>),
+    Faults(Box<FaultSpec>),
     Error(WireError),
 }
 

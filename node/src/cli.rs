@@ -40,6 +40,14 @@ enum Cmd {
         /// Replicas per key (N).
         #[arg(long, default_value_t = 3)]
         replicas: usize,
+        /// A TOML file of node settings applied to every node (e.g. `conflict_policy`,
+        /// `anti_entropy_interval_ms`); see the README's configuration table.
+        #[arg(long)]
+        node_config: Option<PathBuf>,
+        /// Only write the certificates and configs (printing each node's config path),
+        /// do not start the nodes: for tools that run the processes themselves.
+        #[arg(long)]
+        prepare_only: bool,
     },
     /// Cluster CA management.
     Ca {
@@ -219,14 +227,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             nodes,
             base_port,
             replicas,
+            node_config,
+            prepare_only,
         } => {
-            crate::dev::run(DevOptions {
+            let node_config = match node_config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    Some(
+                        text.parse::<toml::Table>()
+                            .with_context(|| format!("{} is not TOML", path.display()))?,
+                    )
+                }
+                None => None,
+            };
+            let opts = DevOptions {
                 dir,
                 nodes,
                 base_port,
                 replicas,
-            })
-            .await
+                node_config,
+            };
+            if prepare_only {
+                crate::dev::prepare_only(&opts)
+            } else {
+                crate::dev::run(opts).await
+            }
         }
         Cmd::Ca {
             command: CaCmd::Init { dir },

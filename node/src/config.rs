@@ -10,7 +10,7 @@ use dynakv_common::ring::{DEFAULT_PARTITIONS, DEFAULT_REPLICAS};
 use dynakv_common::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::fault::FaultConfig;
+use dynakv_common::wire::{ConflictPolicy, FaultSpec};
 
 /// Everything a node needs to run. Every field has a default except `id` and `data_dir`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,8 +84,13 @@ pub struct NodeConfig {
     pub tombstone_grace_s: u64,
     /// How often the reaper looks for tombstones past their grace period, in ms.
     pub reap_interval_ms: u64,
-    /// Injected network faults for experiments; off unless set.
-    pub fault: FaultConfig,
+    /// How concurrent writes are resolved, the same on every node: `dvv` (keep them as
+    /// siblings; the default) or `lww` (last writer wins by timestamp — loses concurrent
+    /// writes; for comparison only).
+    pub conflict_policy: ConflictPolicy,
+    /// Injected network faults for experiments (see `FaultSpec`); off unless set. The
+    /// lab changes them at run time with an admin request.
+    pub fault: FaultSpec,
 }
 
 impl Default for NodeConfig {
@@ -121,7 +126,8 @@ impl Default for NodeConfig {
             anti_entropy_keys_per_s: 5_000,
             tombstone_grace_s: 24 * 3600,
             reap_interval_ms: 60_000,
-            fault: FaultConfig::default(),
+            conflict_policy: ConflictPolicy::Dvv,
+            fault: FaultSpec::default(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct DevOptions {
     pub base_port: u16,
     /// Replicas per key (N), at most `nodes`.
     pub replicas: usize,
+    /// TOML keys merged into every node's config (e.g. intervals, `conflict_policy`).
+    pub node_config: Option<toml::Table>,
 }
 
 /// The client configuration file `dynakv` reads.
@@ -55,7 +57,42 @@ pub fn prepare(opts: &DevOptions) -> anyhow::Result<Vec<(String, PathBuf)>> {
             ))
         })
         .collect::<anyhow::Result<_>>()?;
-    write_layout(&opts.dir, &members, opts.replicas, |_| {})
+    let overrides = opts.node_config.clone();
+    let mut failure = None;
+    let configs = write_layout(&opts.dir, &members, opts.replicas, |c| {
+        if let Some(table) = &overrides {
+            if let Err(e) = apply_overrides(c, table) {
+                failure.get_or_insert(e);
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    configs
+}
+
+/// Merges `table` into a node config (keys of `NodeConfig`; nested tables merge).
+pub fn apply_overrides(config: &mut NodeConfig, table: &toml::Table) -> anyhow::Result<()> {
+    let mut value = toml::Table::try_from(&*config)?;
+    merge_tables(&mut value, table);
+    let merged: NodeConfig = value
+        .try_into()
+        .context("the node config overrides do not fit the node configuration")?;
+    merged.validate()?;
+    *config = merged;
+    Ok(())
+}
+
+fn merge_tables(into: &mut toml::Table, from: &toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge_tables(a, b),
+            _ => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
 }
 
 /// Writes a local cluster under `dir`: a CA and certificates (kept if they exist),
@@ -66,7 +103,7 @@ pub fn write_layout(
     dir: &Path,
     members: &[(String, SocketAddr)],
     replicas: usize,
-    tweak: impl Fn(&mut NodeConfig),
+    mut tweak: impl FnMut(&mut NodeConfig),
 ) -> anyhow::Result<Vec<(String, PathBuf)>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
@@ -131,6 +168,14 @@ fn terminate(child: &Child) {
             libc::kill(pid as i32, libc::SIGTERM);
         }
     }
+}
+
+/// Writes the layout only (certificates, node configs, `client.toml`) and says where.
+pub fn prepare_only(opts: &DevOptions) -> anyhow::Result<()> {
+    for (id, path) in prepare(opts)? {
+        println!("{id} {}", path.display());
+    }
+    Ok(())
 }
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.

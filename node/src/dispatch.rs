@@ -105,11 +105,13 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
                 return refuse(
                     ErrorCode::Misconfigured,
                     format!(
-                        "{from} and {me} disagree on the cluster: {from} has N={} and ring {:016x}, {me} has N={} and ring {:016x}; every node must list the same members, replicas and partitions",
+                        "{from} and {me} disagree on the cluster: {from} has N={}, ring {:016x} and conflict policy {}, {me} has N={}, ring {:016x} and conflict policy {}; every node must list the same members, replicas, partitions and conflict_policy",
                         shape.replicas,
                         shape.ring,
+                        shape.policy,
                         mine.replicas,
                         mine.ring,
+                        mine.policy,
                         me = node.membership.me(),
                     ),
                 );
@@ -124,6 +126,15 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
             Response::Pong
         }
         Request::DebugReplica { key } => debug_replica(node, key).await,
+        Request::SetFaults(spec) => {
+            if let Err(e) = spec.validate() {
+                return refuse(ErrorCode::InvalidRequest, e);
+            }
+            tracing::info!(rules = spec.rules.len(), local = spec.local, "faults set");
+            node.faults.set(spec);
+            Response::Ack
+        }
+        Request::GetFaults => Response::Faults(Box::new(node.faults.get())),
         Request::AntiEntropy { run_now } => {
             if run_now {
                 AntiEntropy::run_round(node).await;

@@ -1,164 +1,354 @@
-//! Fault injection in the node's own transport, for experiments and tests: this kernel
-//! has no netem, so delay, loss and partitions are applied to the requests a node
-//! sends to its peers. Off unless configured; a node with the default config never
-//! touches this path beyond one check.
+//! Fault injection in the node's own transport, for the lab and for tests: this kernel
+//! has no netem, so delays, loss and partitions are applied to the messages a node
+//! exchanges with its peers ([`FaultSpec`], see its docs for the semantics).
 //!
-//! Faults apply to outgoing peer requests only (client connections are not affected), so
-//! a partition between A and B is configured on both A and B, and a one-way partition on
-//! one of them.
+//! Off unless configured (`[fault]` in the node config) or set at run time by an admin
+//! request (`SetFaults`, admin or node certificate only). While off, the request path
+//! pays one relaxed atomic load per peer message ([`Faults::is_active`]).
+//!
+//! Where each fault acts:
+//! - the sender of a request ([`Faults::outgoing`]): a cut link or a lost message means
+//!   the request is never sent (the caller waits out its deadline, as on a silent
+//!   network); otherwise it is sent after the request delay (W or R), and its reply, if
+//!   the reverse link is not cut and the reply is not lost, is accepted after the reply
+//!   delay (A or S);
+//! - the receiver ([`Faults::incoming`]): a request arriving on a cut link is not
+//!   processed, and a reply that would travel a cut link is not sent — so a partition
+//!   set on one side only still cuts both ends of its links;
+//! - the coordinator's own replica operation, when `local` is set ([`Faults::local`]).
+//!
+//! Random draws come from a ChaCha generator seeded with the spec's seed and this node's
+//! id, so a lab run can be repeated with `--seed`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rand::Rng;
-use serde::{Deserialize, Serialize};
+use dynakv_common::dist::Dist;
+use dynakv_common::wire::{FaultSpec, Request};
+use dynakv_common::NodeId;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
-/// How much delay to add to each outgoing peer request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Delay {
-    /// No added delay.
-    #[default]
-    None,
-    /// Always `ms`.
-    Fixed { ms: f64 },
-    /// Uniform in `[min_ms, max_ms]`.
-    Uniform { min_ms: f64, max_ms: f64 },
-    /// Exponential with mean `mean_ms`.
-    Exponential { mean_ms: f64 },
-    /// Pareto with scale `scale_ms` and shape `shape` (heavy tail; shape > 1 has a mean).
-    Pareto { scale_ms: f64, shape: f64 },
+/// Which pair of delays a peer message gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A replica write and its acknowledgement (W, A).
+    Write,
+    /// A replica read and its response (R, S).
+    Read,
+    /// Anything else (pings, tree exchanges, reaps, forwarded client writes): cut and lost
+    /// like the rest, never delayed.
+    Other,
 }
 
-impl Delay {
-    /// Draws one delay.
-    pub fn sample(&self, rng: &mut impl Rng) -> Duration {
-        let ms = match *self {
-            Delay::None => 0.0,
-            Delay::Fixed { ms } => ms,
-            Delay::Uniform { min_ms, max_ms } => rng.gen_range(min_ms..=max_ms),
-            Delay::Exponential { mean_ms } => {
-                let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-                -mean_ms * u.ln()
-            }
-            Delay::Pareto { scale_ms, shape } => {
-                let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-                scale_ms / u.powf(1.0 / shape)
-            }
-        };
-        Duration::from_secs_f64((ms.max(0.0) / 1000.0).min(3600.0))
+impl Kind {
+    /// The kind of a request.
+    pub fn of(req: &Request) -> Kind {
+        match req {
+            Request::ReplicaPut { .. } | Request::ReplicaPutMany { .. } => Kind::Write,
+            Request::ReplicaGet { .. } | Request::ReplicaGetMany { .. } => Kind::Read,
+            _ => Kind::Other,
+        }
     }
 }
 
-/// The faults a node injects into its outgoing peer traffic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct FaultConfig {
-    /// Delay added before each outgoing peer request.
-    pub delay: Delay,
-    /// Probability in [0, 1] that an outgoing peer request is dropped (fails as lost).
-    pub loss: f64,
-    /// Peers this node cannot reach (a partition as seen from this side).
-    pub partitioned_from: Vec<String>,
+/// What the sender of one request does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outgoing {
+    /// Never send it (cut link, or lost).
+    Drop,
+    /// Send after `request`; accept the reply after `reply`, or never if `reply_lost`.
+    Send {
+        request: Duration,
+        reply: Duration,
+        reply_lost: bool,
+    },
 }
 
-impl FaultConfig {
-    /// Whether any fault is configured.
+/// What the receiver of one request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// Process it and reply.
+    Serve,
+    /// The link from the sender is cut: do not process it.
+    Ignore,
+    /// Process it, but the link back is cut: do not reply.
+    Mute,
+}
+
+/// The node's fault layer.
+pub struct Faults {
+    me: NodeId,
+    active: AtomicBool,
+    spec: RwLock<Arc<FaultSpec>>,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+fn rng_for(spec: &FaultSpec, me: &NodeId) -> ChaCha8Rng {
+    let mixed = spec.seed ^ xxhash_rust::xxh3::xxh3_64(me.as_str().as_bytes());
+    ChaCha8Rng::seed_from_u64(mixed)
+}
+
+fn ms(x: f64) -> Duration {
+    Duration::from_secs_f64(x.max(0.0) / 1000.0)
+}
+
+impl Faults {
+    /// The fault layer of node `me`, starting with `spec` (usually empty).
+    pub fn new(me: NodeId, spec: FaultSpec) -> Faults {
+        let rng = rng_for(&spec, &me);
+        Faults {
+            active: AtomicBool::new(!spec.is_empty()),
+            spec: RwLock::new(Arc::new(spec)),
+            rng: Mutex::new(rng),
+            me,
+        }
+    }
+
+    /// Whether any fault is configured. The only cost on the request path when off.
+    #[inline]
     pub fn is_active(&self) -> bool {
-        self.delay != Delay::None || self.loss > 0.0 || !self.partitioned_from.is_empty()
+        self.active.load(Ordering::Relaxed)
     }
 
-    /// Refuses impossible settings.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&self.loss) {
-            return Err(format!(
-                "fault.loss is {} but must be between 0 and 1",
-                self.loss
-            ));
+    /// Replaces the faults (and reseeds the random draws).
+    pub fn set(&self, spec: FaultSpec) {
+        *self.rng.lock().unwrap_or_else(|p| p.into_inner()) = rng_for(&spec, &self.me);
+        let empty = spec.is_empty();
+        *self.spec.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(spec);
+        self.active.store(!empty, Ordering::SeqCst);
+    }
+
+    /// The faults in force.
+    pub fn get(&self) -> FaultSpec {
+        (**self.spec.read().unwrap_or_else(|p| p.into_inner())).clone()
+    }
+
+    fn current(&self) -> Arc<FaultSpec> {
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn cut(spec: &FaultSpec, from: &NodeId, to: &NodeId) -> bool {
+        spec.rules.iter().any(|r| r.cut && r.matches(from, to))
+    }
+
+    /// Sums the delays of every matching rule of the selected kind, and returns the
+    /// highest loss among them.
+    fn draw(
+        &self,
+        spec: &FaultSpec,
+        from: &NodeId,
+        to: &NodeId,
+        pick: impl Fn(&dynakv_common::wire::LinkRule) -> Option<&Dist>,
+        rng: &mut ChaCha8Rng,
+    ) -> (Duration, f64) {
+        let mut delay = 0.0;
+        let mut loss: f64 = 0.0;
+        for rule in spec.rules.iter().filter(|r| r.matches(from, to)) {
+            if let Some(d) = pick(rule) {
+                delay += d.sample(rng);
+            }
+            loss = loss.max(rule.loss);
         }
-        let bad = match self.delay {
-            Delay::None => false,
-            Delay::Fixed { ms } => ms < 0.0,
-            Delay::Uniform { min_ms, max_ms } => min_ms < 0.0 || max_ms < min_ms,
-            Delay::Exponential { mean_ms } => mean_ms < 0.0,
-            Delay::Pareto { scale_ms, shape } => scale_ms < 0.0 || shape <= 0.0,
+        (ms(delay), loss)
+    }
+
+    /// The fate of a request of `kind` this node sends to `to`.
+    pub fn outgoing(&self, to: &NodeId, kind: Kind) -> Outgoing {
+        let spec = self.current();
+        if Faults::cut(&spec, &self.me, to) {
+            return Outgoing::Drop;
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let (request, loss) = match kind {
+            Kind::Write => self.draw(&spec, &self.me, to, |r| r.w.as_ref(), &mut rng),
+            Kind::Read => self.draw(&spec, &self.me, to, |r| r.r.as_ref(), &mut rng),
+            Kind::Other => self.draw(&spec, &self.me, to, |_| None, &mut rng),
         };
-        if bad {
-            return Err(format!(
-                "fault.delay {:?} has negative or inverted bounds",
-                self.delay
-            ));
+        if loss > 0.0 && rng.gen_bool(loss) {
+            return Outgoing::Drop;
         }
-        Ok(())
+        let (reply, reply_loss) = match kind {
+            Kind::Write => self.draw(&spec, to, &self.me, |r| r.a.as_ref(), &mut rng),
+            Kind::Read => self.draw(&spec, to, &self.me, |r| r.s.as_ref(), &mut rng),
+            Kind::Other => self.draw(&spec, to, &self.me, |_| None, &mut rng),
+        };
+        let reply_lost =
+            Faults::cut(&spec, to, &self.me) || (reply_loss > 0.0 && rng.gen_bool(reply_loss));
+        Outgoing::Send {
+            request,
+            reply,
+            reply_lost,
+        }
     }
-}
 
-/// What the fault layer decided for one outgoing request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Send after this delay.
-    Send(Duration),
-    /// The peer is partitioned away.
-    Partitioned,
-    /// The request is lost.
-    Lost,
-}
+    /// What to do with a request this node received from `from` (None: not a member
+    /// this node can name, e.g. a client).
+    pub fn incoming(&self, from: Option<&NodeId>) -> Incoming {
+        let Some(from) = from else {
+            return Incoming::Serve;
+        };
+        let spec = self.current();
+        if Faults::cut(&spec, from, &self.me) {
+            Incoming::Ignore
+        } else if Faults::cut(&spec, &self.me, from) {
+            Incoming::Mute
+        } else {
+            Incoming::Serve
+        }
+    }
 
-/// Decides the fate of one request to `peer` (pure apart from the random draw).
-pub fn judge(config: &FaultConfig, peer: &str, rng: &mut impl Rng) -> Verdict {
-    if config.partitioned_from.iter().any(|p| p == peer) {
-        return Verdict::Partitioned;
+    /// Whether the spec delays this node's own replica operations.
+    pub fn has_local(&self) -> bool {
+        self.current().local
     }
-    if config.loss > 0.0 && rng.gen_bool(config.loss) {
-        return Verdict::Lost;
+
+    /// The delays of this node's own replica operation of `kind` (request, reply), when
+    /// the spec asks for local delays.
+    pub fn local(&self, kind: Kind) -> Option<(Duration, Duration)> {
+        let spec = self.current();
+        if !spec.local {
+            return None;
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let me = &self.me;
+        let pair = match kind {
+            Kind::Write => (
+                self.draw(&spec, me, me, |r| r.w.as_ref(), &mut rng).0,
+                self.draw(&spec, me, me, |r| r.a.as_ref(), &mut rng).0,
+            ),
+            Kind::Read => (
+                self.draw(&spec, me, me, |r| r.r.as_ref(), &mut rng).0,
+                self.draw(&spec, me, me, |r| r.s.as_ref(), &mut rng).0,
+            ),
+            Kind::Other => return None,
+        };
+        Some(pair)
     }
-    Verdict::Send(config.delay.sample(rng))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+    use dynakv_common::wire::LinkRule;
 
-    #[test]
-    fn default_injects_nothing() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let c = FaultConfig::default();
-        assert!(!c.is_active());
-        assert_eq!(judge(&c, "n2", &mut rng), Verdict::Send(Duration::ZERO));
+    fn node(id: &str) -> NodeId {
+        NodeId::new(id).unwrap()
     }
 
-    #[test]
-    fn partitions_and_loss_are_applied() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let c = FaultConfig {
-            partitioned_from: vec!["n2".into()],
-            loss: 1.0,
-            ..Default::default()
-        };
-        assert_eq!(judge(&c, "n2", &mut rng), Verdict::Partitioned);
-        assert_eq!(judge(&c, "n3", &mut rng), Verdict::Lost);
-    }
-
-    #[test]
-    fn delay_distributions_stay_in_range() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let u = Delay::Uniform {
-            min_ms: 5.0,
-            max_ms: 10.0,
-        };
-        for _ in 0..100 {
-            let d = u.sample(&mut rng).as_secs_f64() * 1000.0;
-            assert!((5.0..=10.0).contains(&d));
+    fn rule(from: Option<&str>, to: Option<&str>) -> LinkRule {
+        LinkRule {
+            from: from.map(node),
+            to: to.map(node),
+            ..LinkRule::default()
         }
-        let p = Delay::Pareto {
-            scale_ms: 2.0,
-            shape: 1.5,
+    }
+
+    #[test]
+    fn off_by_default_and_switchable_at_run_time() {
+        let f = Faults::new(node("n1"), FaultSpec::default());
+        assert!(!f.is_active());
+        f.set(FaultSpec {
+            rules: vec![rule(None, None)],
+            ..FaultSpec::default()
+        });
+        assert!(f.is_active());
+        f.set(FaultSpec::default());
+        assert!(!f.is_active());
+    }
+
+    #[test]
+    fn a_one_way_cut_drops_requests_one_way_and_mutes_replies_the_other() {
+        let cut = LinkRule {
+            cut: true,
+            ..rule(Some("n1"), Some("n2"))
         };
-        assert!((0..100).all(|_| p.sample(&mut rng) >= Duration::from_millis(2)));
-        let bad = FaultConfig {
-            loss: 2.0,
-            ..Default::default()
+        let spec = FaultSpec {
+            rules: vec![cut],
+            ..FaultSpec::default()
         };
-        assert!(bad.validate().is_err());
+        let n1 = Faults::new(node("n1"), spec.clone());
+        let n2 = Faults::new(node("n2"), spec);
+        assert_eq!(n1.outgoing(&node("n2"), Kind::Write), Outgoing::Drop);
+        assert_eq!(n2.incoming(Some(&node("n1"))), Incoming::Ignore);
+        // n2 → n1 requests get through, but n1's replies travel the cut link.
+        match n2.outgoing(&node("n1"), Kind::Read) {
+            Outgoing::Send { reply_lost, .. } => assert!(reply_lost),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(n1.incoming(Some(&node("n2"))), Incoming::Mute);
+        // Other links and clients are untouched.
+        assert_eq!(n2.incoming(None), Incoming::Serve);
+        assert!(matches!(
+            n1.outgoing(&node("n3"), Kind::Read),
+            Outgoing::Send {
+                reply_lost: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn delays_follow_the_kind_and_repeat_with_the_seed() {
+        let spec = FaultSpec {
+            rules: vec![LinkRule {
+                w: Some("fixed(7)".parse().unwrap()),
+                a: Some("fixed(3)".parse().unwrap()),
+                r: Some("exp(1)".parse().unwrap()),
+                ..rule(None, None)
+            }],
+            local: true,
+            seed: 42,
+        };
+        let f = Faults::new(node("n1"), spec.clone());
+        assert_eq!(
+            f.outgoing(&node("n2"), Kind::Write),
+            Outgoing::Send {
+                request: Duration::from_millis(7),
+                reply: Duration::from_millis(3),
+                reply_lost: false
+            }
+        );
+        assert_eq!(
+            f.local(Kind::Write),
+            Some((Duration::from_millis(7), Duration::from_millis(3)))
+        );
+        let draws = |f: &Faults| -> Vec<Outgoing> {
+            (0..20)
+                .map(|_| f.outgoing(&node("n2"), Kind::Read))
+                .collect()
+        };
+        let (a, b) = (
+            Faults::new(node("n1"), f.get()),
+            Faults::new(node("n1"), f.get()),
+        );
+        assert_eq!(draws(&a), draws(&b), "the same seed draws the same delays");
+        let reseeded = Faults::new(
+            node("n1"),
+            FaultSpec {
+                seed: 43,
+                ..f.get()
+            },
+        );
+        assert_ne!(draws(&a), draws(&reseeded));
+    }
+
+    #[test]
+    fn loss_drops_about_its_share() {
+        let f = Faults::new(
+            node("n1"),
+            FaultSpec {
+                rules: vec![LinkRule {
+                    loss: 0.3,
+                    ..rule(Some("n1"), None)
+                }],
+                ..FaultSpec::default()
+            },
+        );
+        let dropped = (0..10_000)
+            .filter(|_| f.outgoing(&node("n2"), Kind::Other) == Outgoing::Drop)
+            .count();
+        assert!((2_700..3_300).contains(&dropped), "{dropped}");
     }
 }

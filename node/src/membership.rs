@@ -165,6 +165,16 @@ impl Membership {
         })
     }
 
+    /// The member that listens at `addr`, if any (peers dial from the address they
+    /// listen on). Addresses that are not `ip:port` (host names) are not matched.
+    pub fn member_at(&self, addr: std::net::SocketAddr) -> Option<NodeId> {
+        let addr = std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        self.addrs
+            .iter()
+            .find(|(_, a)| a.parse::<std::net::SocketAddr>().ok() == Some(addr))
+            .map(|(id, _)| id.clone())
+    }
+
     /// The last incarnation heard of `id` (0: none yet).
     pub fn incarnation(&self, id: &NodeId) -> u64 {
         let map = self.incarnations.lock().unwrap_or_else(|p| p.into_inner());

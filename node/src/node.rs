@@ -27,6 +27,7 @@ use tracing::info;
 use crate::antientropy::{AntiEntropy, AntiEntropyWorker};
 use crate::config::NodeConfig;
 use crate::exporter::MetricsExport;
+use crate::fault::Faults;
 use crate::handoff::HintDelivery;
 use crate::heartbeat::Heartbeat;
 use crate::membership::Membership;
@@ -96,7 +97,14 @@ impl NodeHandle {
         // A frame shared by N replicas' states: even N fully diverged states merged on
         // one replica still fit in one frame, so the key stays readable and resolvable.
         let state_budget = config.limits().max_frame_bytes() / config.replicas.max(2);
-        let replica = Replica::open(storage, me.as_str(), state_budget, config.max_hints).await?;
+        let replica = Replica::open(
+            storage,
+            me.as_str(),
+            state_budget,
+            config.max_hints,
+            config.conflict_policy,
+        )
+        .await?;
         let anti_entropy = AntiEntropy::new(config.partitions, config.anti_entropy_keys_per_s)
             .map_err(StartError::Other)?;
         let keys = anti_entropy.trees.build(replica.storage()).await?;
@@ -133,11 +141,12 @@ impl NodeHandle {
             config.failure_timeout(),
             rand::random::<u64>() | 1,
         ));
+        let faults = Arc::new(Faults::new(me.clone(), config.fault.clone()));
         let peers = Peers::new(
             endpoint.clone(),
             membership.clone(),
             limits.max_frame_bytes(),
-            config.fault.clone(),
+            faults.clone(),
         );
         let state = Arc::new(NodeState {
             n: config.replicas,
@@ -145,6 +154,7 @@ impl NodeHandle {
             membership,
             replica,
             peers,
+            faults,
             anti_entropy,
             counters: Counters::default(),
             latency: Latency::default(),

@@ -21,7 +21,7 @@ use dynakv_common::wire::{ErrorCode, Request, Response};
 use dynakv_common::NodeId;
 use tracing::{error, info, warn};
 
-use crate::fault::{self, FaultConfig, Verdict};
+use crate::fault::{Faults, Kind, Outgoing};
 use crate::membership::Membership;
 
 /// Longest time spent dialling a peer before the request counts as failed.
@@ -37,8 +37,8 @@ pub struct Peers {
     /// One connection slot per peer; the async mutex makes dialling single-flight.
     slots: Mutex<HashMap<NodeId, Slot>>,
     max_frame: usize,
-    /// Injected faults (from the config; off by default).
-    faults: FaultConfig,
+    /// Injected faults (off by default).
+    faults: Arc<Faults>,
 }
 
 impl Peers {
@@ -46,7 +46,7 @@ impl Peers {
         endpoint: quinn::Endpoint,
         membership: Arc<Membership>,
         max_frame: usize,
-        faults: FaultConfig,
+        faults: Arc<Faults>,
     ) -> Peers {
         Peers {
             endpoint,
@@ -132,17 +132,30 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Exchange, ConnError> {
         let work = async {
-            if self.faults.is_active() {
-                // Lost and partitioned requests behave like a silent network: the caller
-                // waits its deadline out.
-                let verdict = fault::judge(&self.faults, peer.as_str(), &mut rand::thread_rng());
-                match verdict {
-                    Verdict::Partitioned | Verdict::Lost => std::future::pending::<()>().await,
-                    Verdict::Send(delay) => tokio::time::sleep(delay).await,
+            // Lost and cut messages behave like a silent network: the caller waits its
+            // deadline out.
+            let fate = self
+                .faults
+                .is_active()
+                .then(|| self.faults.outgoing(peer, Kind::of(req)));
+            if let Some(fate) = fate {
+                match fate {
+                    Outgoing::Drop => std::future::pending::<()>().await,
+                    Outgoing::Send { request, .. } => tokio::time::sleep(request).await,
                 }
             }
             let conn = self.connection(peer).await?;
-            conn::request_sized(&conn, req, self.max_frame, timeout).await
+            let exchange = conn::request_sized(&conn, req, self.max_frame, timeout).await?;
+            if let Some(Outgoing::Send {
+                reply, reply_lost, ..
+            }) = fate
+            {
+                if reply_lost {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(reply).await;
+            }
+            Ok(exchange)
         };
         let result = match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,

@@ -20,16 +20,20 @@ use std::time::Duration;
 use dynakv_common::codec;
 use dynakv_common::net::{read_frame, write_frame, FrameError};
 use dynakv_common::wire::{ErrorCode, Request, Response, WireError, ADMIN_NAME, NODE_SERVER_NAME};
+use dynakv_common::NodeId;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::dispatch::{dispatch, Role};
+use crate::fault::Incoming;
 use crate::metrics::bump;
 use crate::state::NodeState;
 
 /// How long an answer may take to be acknowledged by the peer before its permit is freed.
 const ANSWER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest time a request on a cut link is held unanswered (its sender gives up sooner).
+const CUT_LINK_HOLD: Duration = Duration::from_secs(60);
 /// How long a stream may take to deliver its request frame.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -87,11 +91,17 @@ fn role_of(conn: &quinn::Connection) -> Role {
 async fn serve_connection(node: Arc<NodeState>, conn: quinn::Connection) {
     let remote = conn.remote_address();
     let role = role_of(&conn);
+    // Which member is calling (peers dial from the address they listen on), for the
+    // fault layer's per-link rules.
+    let member = match role {
+        Role::Node => node.membership.member_at(remote),
+        _ => None,
+    };
     debug!(peer = %remote, ?role, "connection accepted");
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                node.spawn(serve_stream(node.clone(), role, send, recv));
+                node.spawn(serve_stream(node.clone(), role, member.clone(), send, recv));
             }
             Err(e) => {
                 debug!(peer = %remote, cause = %e, "connection closed");
@@ -104,6 +114,7 @@ async fn serve_connection(node: Arc<NodeState>, conn: quinn::Connection) {
 async fn serve_stream(
     node: Arc<NodeState>,
     role: Role,
+    member: Option<NodeId>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -145,6 +156,17 @@ async fn serve_stream(
         let _ = recv.stop(0u32.into());
         return;
     };
+    let mut fate = Incoming::Serve;
+    if node.faults.is_active() && role == Role::Node {
+        fate = node.faults.incoming(member.as_ref());
+        if fate == Incoming::Ignore {
+            // A request on a cut link never arrived: no processing, no answer. Hold the
+            // stream (without a permit) until the sender gives up on it.
+            drop(_permit);
+            let _ = tokio::time::timeout(CUT_LINK_HOLD, send.stopped()).await;
+            return;
+        }
+    }
     let response = match read {
         Ok(Some(req)) if role != Role::Node && req.is_peer_request() => {
             Response::Error(WireError::new(
@@ -196,6 +218,12 @@ async fn serve_stream(
             }
         }
     };
+    if fate == Incoming::Mute {
+        // Processed, but the answer would travel a cut link.
+        drop(_permit);
+        let _ = tokio::time::timeout(CUT_LINK_HOLD, send.stopped()).await;
+        return;
+    }
     if let Err(e) = write_frame(&mut send, &frame).await {
         debug!(cause = %e, "could not send response");
         return;

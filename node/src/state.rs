@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::antientropy::AntiEntropy;
 use crate::config::NodeConfig;
+use crate::fault::Faults;
 use crate::membership::Membership;
 use crate::metrics::{Counters, Latency};
 use crate::peers::Peers;
@@ -39,6 +40,8 @@ pub struct NodeState {
     pub replica: Replica,
     /// Outgoing peer requests (the one path that feeds the failure detector).
     pub peers: Peers,
+    /// Injected faults (off by default; the lab sets them at run time).
+    pub faults: Arc<Faults>,
     /// Hash trees and exchange state of Merkle-tree anti-entropy.
     pub anti_entropy: AntiEntropy,
     /// Operator-facing counters.
@@ -108,6 +111,7 @@ impl NodeState {
         ClusterShape {
             replicas: self.n as u8,
             ring: self.membership.ring().fingerprint(),
+            policy: self.config.conflict_policy,
         }
     }
 }

@@ -31,6 +31,7 @@ use dynakv_common::NodeId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::fault::Kind;
 use crate::replica::ReplicaError;
 use crate::state::NodeState;
 
@@ -185,11 +186,19 @@ pub(crate) async fn read_replica(
     timeout: Duration,
 ) -> Result<Option<Versioned>, Failure> {
     if peer == node.membership.me() {
-        return node
+        let delays = local_delays(node, Kind::Read);
+        if let Some((request, _)) = delays {
+            tokio::time::sleep(request).await;
+        }
+        let state = node
             .replica
             .read_any(&key)
             .await
             .map_err(|e| Failure::Refused(e.to_string()));
+        if let Some((_, reply)) = delays {
+            tokio::time::sleep(reply).await;
+        }
+        return state;
     }
     match node
         .peers
@@ -206,8 +215,18 @@ pub(crate) async fn read_replica(
     }
 }
 
+/// The lab's delays of this node's own replica operation (request, reply), if any.
+fn local_delays(node: &NodeState, kind: Kind) -> Option<(Duration, Duration)> {
+    if node.faults.is_active() {
+        node.faults.local(kind)
+    } else {
+        None
+    }
+}
+
 /// Stores a state on a replica, durably: merged into a primary's copy, or kept as a
-/// hint for `hint_for` on a fallback.
+/// hint for `hint_for` on a fallback. `minted` marks the coordinator's own copy of a
+/// write minted with [`crate::replica::Replica::mint`].
 pub(crate) async fn write_replica(
     node: &NodeState,
     peer: &NodeId,
@@ -216,10 +235,32 @@ pub(crate) async fn write_replica(
     hint_for: Option<NodeId>,
     timeout: Duration,
 ) -> Result<(), Failure> {
+    write_replica_as(node, peer, key, state, hint_for, timeout, false).await
+}
+
+pub(crate) async fn write_replica_as(
+    node: &NodeState,
+    peer: &NodeId,
+    key: Vec<u8>,
+    state: Versioned,
+    hint_for: Option<NodeId>,
+    timeout: Duration,
+    minted: bool,
+) -> Result<(), Failure> {
     if peer == node.membership.me() {
-        return store_local(node, key, state, hint_for)
-            .await
-            .map_err(|e| Failure::Refused(e.to_string()));
+        let delays = local_delays(node, Kind::Write);
+        if let Some((request, _)) = delays {
+            tokio::time::sleep(request).await;
+        }
+        let stored = if minted {
+            node.replica.land(key, state).await.map(|_| ())
+        } else {
+            store_local(node, key, state, hint_for).await
+        };
+        if let Some((_, reply)) = delays {
+            tokio::time::sleep(reply).await;
+        }
+        return stored.map_err(|e| Failure::Refused(e.to_string()));
     }
     let req = Request::ReplicaPut {
         key,

@@ -122,7 +122,8 @@ async fn coordinate(node: Arc<NodeState>, req: GetRequest) -> Response {
             }
         }
     }
-    let merged = merge_all(&answers);
+    let mut merged = merge_all(&answers);
+    node.config.conflict_policy.apply(&mut merged);
     let values: Vec<Vec<u8>> = merged
         .live_values()
         .into_iter()

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::{
-    deadline, error, fan_out, invalid, now_ms, reasons, wait_for_quorum, write_replica, Counts,
-    Failure,
+    deadline, error, fan_out, invalid, now_ms, reasons, wait_for_quorum, write_replica,
+    write_replica_as, Counts, Failure,
 };
 use crate::metrics::{bump, Op};
 use crate::replica::ReplicaError;
@@ -91,9 +91,31 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
     }
 
     let context = req.context.clone().unwrap_or_default();
-    let local = node
-        .replica
-        .coordinate(req.key.clone(), context.clone(), req.value, now_ms());
+    // When the lab delays the coordinator's own replica write like the others', the
+    // write is minted first and the local copy lands like a remote one (see
+    // `Replica::mint`); otherwise it is stored before fanning out.
+    let minted = node.faults.is_active() && node.faults.has_local();
+    let local = async {
+        if minted {
+            node.replica
+                .mint(
+                    req.key.clone(),
+                    context.clone(),
+                    req.value.clone(),
+                    now_ms(),
+                )
+                .await
+        } else {
+            node.replica
+                .coordinate(
+                    req.key.clone(),
+                    context.clone(),
+                    req.value.clone(),
+                    now_ms(),
+                )
+                .await
+        }
+    };
     let (state, dot) = match tokio::time::timeout_at(deadline, local).await {
         Ok(Ok(written)) => written,
         Ok(Err(e @ ReplicaError::StateTooLarge { .. })) => {
@@ -116,18 +138,20 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
     };
 
     let mut tracker = QuorumTracker::new(w, countable);
-    tracker.record(me.clone(), Ok(()));
+    if !minted {
+        tracker.record(me.clone(), Ok(()));
+    }
     let others: Vec<Target> = plan
         .targets
         .iter()
-        .filter(|t| t.node != me)
+        .filter(|t| minted || t.node != me)
         .cloned()
         .collect();
     let spares = Arc::new(Mutex::new(plan.spare_fallbacks.clone()));
     let (key, written) = (req.key.clone(), state.clone());
     let mut rx = fan_out(&node, &others, move |node, target| {
         let (key, written, spares) = (key.clone(), written.clone(), spares.clone());
-        async move { write_target(&node, target, key, written, spares, timeout).await }
+        async move { write_target(&node, target, key, written, spares, timeout, minted).await }
     });
     let primaries_targeted: BTreeSet<NodeId> = plan
         .targets
@@ -188,14 +212,16 @@ async fn write_target(
     state: Versioned,
     spares: Arc<Mutex<Vec<NodeId>>>,
     timeout: Duration,
+    minted: bool,
 ) -> (Target, Result<(), Failure>) {
-    let result = write_replica(
+    let result = write_replica_as(
         node,
         &target.node,
         key.clone(),
         state.clone(),
         target.hint_for.clone(),
         timeout,
+        minted,
     )
     .await;
     if let (Err(Failure::Unreachable(_)), true) = (&result, target.is_primary()) {

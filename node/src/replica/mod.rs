@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use crdts::Dot;
 use dynakv_common::reaping::deleted_at_ms;
 use dynakv_common::version::{Actor, Clock, Versioned};
+use dynakv_common::wire::ConflictPolicy;
 use dynakv_common::NodeId;
 
 use crate::storage::{Change, Durability, Edit, Space, Storage, StorageError};
@@ -111,6 +112,18 @@ impl HintBook {
     }
 }
 
+/// Writes minted here whose local copy has not landed yet (the deferred path used when
+/// the lab delays the coordinator's own replica write): per key, the latest minted state
+/// and how many are still in flight. Minting of one key is serialised by `stripes`.
+#[derive(Default)]
+struct Minting {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    pending: Mutex<std::collections::HashMap<Vec<u8>, (Versioned, usize)>>,
+}
+
+/// Stripes of the deferred minting locks.
+const MINT_STRIPES: usize = 256;
+
 /// This node's versioned key-value state. Cheap to clone.
 #[derive(Clone)]
 pub struct Replica {
@@ -123,6 +136,9 @@ pub struct Replica {
     hints: Arc<HintBook>,
     /// Most hint records this node keeps.
     max_hints: u64,
+    minting: Arc<Minting>,
+    /// How concurrent writes are resolved (applied after every update and merge).
+    policy: ConflictPolicy,
 }
 
 fn tombstone_edit(
@@ -155,6 +171,7 @@ impl Replica {
         node: &str,
         state_budget: usize,
         max_hints: u64,
+        policy: ConflictPolicy,
     ) -> Result<Replica, ReplicaError> {
         match storage.get(Space::Meta, LAYOUT_KEY).await? {
             Some(v) if v.as_slice() == [LAYOUT] => {}
@@ -219,6 +236,13 @@ impl Replica {
             counter: Arc::new(AtomicU64::new(counter)),
             hints,
             max_hints,
+            minting: Arc::new(Minting {
+                stripes: (0..MINT_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+                pending: Mutex::default(),
+            }),
+            policy,
         })
     }
 
@@ -290,6 +314,7 @@ impl Replica {
         let actor = self.actor.clone();
         let limit = self.state_budget;
         let counter = self.counter.clone();
+        let policy = self.policy;
         let data_key = layout::data_key(&key);
         self.storage
             .modify_with(Space::Data, data_key.clone(), move |old| {
@@ -300,6 +325,7 @@ impl Replica {
                 let mut state = old.clone().unwrap_or_default();
                 let floor = counter.load(Ordering::SeqCst);
                 let dot = state.update_with_floor(&context, &actor, value, now_ms, floor);
+                policy.apply(&mut state);
                 let bytes = layout::encode_state(&state);
                 if bytes.len() > limit {
                     let err = ReplicaError::StateTooLarge {
@@ -319,9 +345,70 @@ impl Replica {
             .await?
     }
 
+    /// The coordinator's write without storing it yet: mints the dot from this node's
+    /// copy merged with the writes minted here that have not landed, and remembers the
+    /// result until [`Replica::land`] stores it. For runs that delay the coordinator's
+    /// own replica write like any other replica's (the lab's `local` faults), so that the
+    /// write can be sent to every replica at once. Writes of one key are minted one at a
+    /// time, each on top of the previous one, so no concurrent write is ever covered.
+    pub async fn mint(
+        &self,
+        key: Vec<u8>,
+        context: Clock,
+        value: Option<Vec<u8>>,
+        now_ms: u64,
+    ) -> Result<(Versioned, Dot<Actor>), ReplicaError> {
+        let stripe = (xxhash_rust::xxh3::xxh3_64(&key) as usize) % MINT_STRIPES;
+        let _one_at_a_time = self.minting.stripes[stripe].lock().await;
+        let mut state = self.read(&key).await?.unwrap_or_default();
+        let mut pending = self
+            .minting
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((minted, _)) = pending.get(&key) {
+            state.merge(minted);
+        }
+        let floor = self.counter.load(Ordering::SeqCst);
+        let dot = state.update_with_floor(&context, &self.actor, value, now_ms, floor);
+        self.policy.apply(&mut state);
+        let size = layout::encode_state(&state).len();
+        if size > self.state_budget {
+            return Err(ReplicaError::StateTooLarge {
+                size,
+                siblings: state.siblings().len(),
+                limit: self.state_budget,
+            });
+        }
+        self.counter.fetch_max(dot.counter, Ordering::SeqCst);
+        let entry = pending.entry(key).or_insert_with(|| (Versioned::new(), 0));
+        entry.0 = state.clone();
+        entry.1 += 1;
+        Ok((state, dot))
+    }
+
+    /// Stores a state minted by [`Replica::mint`] (a merge, durable) and forgets it once
+    /// no other minted write of the key is in flight.
+    pub async fn land(&self, key: Vec<u8>, state: Versioned) -> Result<Merged, ReplicaError> {
+        let result = self.merge(key.clone(), state).await;
+        let mut pending = self
+            .minting
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = pending.get_mut(&key) {
+            entry.1 = entry.1.saturating_sub(1);
+            if entry.1 == 0 {
+                pending.remove(&key);
+            }
+        }
+        result
+    }
+
     /// Merges a state from another replica into this node's primary copy, durably.
     pub async fn merge(&self, key: Vec<u8>, incoming: Versioned) -> Result<Merged, ReplicaError> {
         let data_key = layout::data_key(&key);
+        let policy = self.policy;
         self.storage
             .modify_with(Space::Data, data_key.clone(), move |old| {
                 let old = match old.map(layout::decode_state).transpose() {
@@ -330,6 +417,7 @@ impl Replica {
                 };
                 let mut state = old.clone().unwrap_or_default();
                 state.merge(&incoming);
+                policy.apply(&mut state);
                 if old.as_ref() == Some(&state) {
                     return (
                         Change::Keep.into(),
@@ -389,6 +477,7 @@ impl Replica {
         now_ms: u64,
     ) -> Result<(), ReplicaError> {
         let hint_key = layout::hint_key(key, target);
+        let policy = self.policy;
         let held = self.hints.total.load(Ordering::Relaxed);
         let limit = self.max_hints;
         let created = self
@@ -403,6 +492,7 @@ impl Replica {
                     Err(e) => return (Change::Keep, Err(e.into())),
                 };
                 state.merge(&incoming);
+                policy.apply(&mut state);
                 let is_new = old.is_none();
                 (
                     Change::Put(layout::encode_hint(created_ms, &state)),

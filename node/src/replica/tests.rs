@@ -9,7 +9,7 @@ const BUDGET: usize = 1 << 20;
 
 async fn open(dir: &std::path::Path, max_hints: u64) -> Replica {
     let storage = Storage::open(dir, StorageOptions::default()).expect("open storage");
-    Replica::open(storage, "n1", BUDGET, max_hints)
+    Replica::open(storage, "n1", BUDGET, max_hints, ConflictPolicy::Dvv)
         .await
         .expect("open replica")
 }
@@ -195,10 +195,43 @@ async fn a_data_directory_of_the_previous_layout_is_migrated() {
         .put(Space::Meta, LAYOUT_KEY.to_vec(), vec![9])
         .await
         .unwrap();
-    let err = Replica::open(storage.clone(), "n1", BUDGET, 10)
+    let err = Replica::open(storage.clone(), "n1", BUDGET, 10, ConflictPolicy::Dvv)
         .await
         .err()
         .expect("refused");
     assert!(err.to_string().contains("storage layout"), "{err}");
     storage.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_writer_wins_keeps_only_the_newest_of_concurrent_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    let r = Replica::open(storage, "n1", BUDGET, 10, ConflictPolicy::Lww)
+        .await
+        .unwrap();
+    r.coordinate(b"k".to_vec(), Clock::new(), Some(b"mine".to_vec()), 100)
+        .await
+        .unwrap();
+    // A concurrent, newer write from a peer wins; the local one is gone for good.
+    let merged = r
+        .merge(b"k".to_vec(), state("n2.1", Some(b"newer"), 200))
+        .await
+        .unwrap();
+    assert_eq!(merged.state.live_values(), vec![&b"newer"[..]]);
+    // An older concurrent write loses.
+    r.merge(b"k".to_vec(), state("n3.1", Some(b"older"), 50))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.read(b"k").await.unwrap().unwrap().live_values(),
+        vec![&b"newer"[..]]
+    );
+    // A blind write with an older timestamp than what is stored is lost at once.
+    let (after, _) = r
+        .coordinate(b"k".to_vec(), Clock::new(), Some(b"late".to_vec()), 150)
+        .await
+        .unwrap();
+    assert_eq!(after.live_values(), vec![&b"newer"[..]]);
+    r.storage().close().await.unwrap();
 }

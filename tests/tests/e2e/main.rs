@@ -8,6 +8,7 @@ mod cli;
 mod dev;
 mod diskfull;
 mod durability;
+mod faults;
 mod handoff;
 mod hosts;
 mod kv;

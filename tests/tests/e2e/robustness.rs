@@ -274,6 +274,10 @@ async fn only_admin_certificates_may_make_admin_requests() -> anyhow::Result<()>
     for result in [
         plain.debug_replica(b"k").await.map(|_| ()),
         plain.anti_entropy(true).await.map(|_| ()),
+        plain
+            .set_faults(dynakv_common::wire::FaultSpec::default())
+            .await,
+        plain.faults().await.map(|_| ()),
     ] {
         match result {
             Err(ClientError::Server(e)) => {
