@@ -136,6 +136,18 @@ enum Cmd {
         #[command(subcommand)]
         command: AdminCmd,
     },
+    /// Tunable-consistency experiments on a local cluster of their own: stale reads vs
+    /// R/W, latency vs W, lost writes under faults, with reports and charts.
+    Lab {
+        #[command(subcommand)]
+        command: crate::labcmd::LabCmd,
+    },
+    /// The quorum table for N replicas: for every R and W, whether reads see the latest
+    /// write, whether writes overlap, and how many replicas may be down.
+    Quorum {
+        /// Replicas per key.
+        n: usize,
+    },
     /// Drive the cluster with a read/write mix and report throughput and latency percentiles.
     Bench(BenchArgs),
 }
@@ -152,6 +164,17 @@ enum DebugCmd {
 
 #[derive(Subcommand)]
 enum AdminCmd {
+    /// Show the faults a node injects into its peer traffic; with --set FILE (a TOML
+    /// fault spec, the `[fault]` table of docs/node.example.toml) or --clear, change them
+    /// first. For experiments; `dynakv lab` does this for you.
+    Faults {
+        /// A TOML file with `rules = [...]`, `local`, `seed`.
+        #[arg(long, conflicts_with = "clear")]
+        set: Option<PathBuf>,
+        /// Remove every fault.
+        #[arg(long)]
+        clear: bool,
+    },
     /// A node's Merkle-tree anti-entropy: last exchange per partition and peer, keys
     /// repaired, bytes exchanged. With --now, run a full exchange round first.
     AntiEntropy {
@@ -285,6 +308,16 @@ fn parse_context(token: Option<&str>) -> anyhow::Result<Option<dynakv_common::Cl
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The lab and the quorum table need no cluster settings.
+    match cli.command {
+        Cmd::Lab { command } => {
+            return crate::labcmd::run(command, cli.json, &mut std::io::stdout().lock()).await
+        }
+        Cmd::Quorum { n } => {
+            return crate::labcmd::quorum(n, cli.json, &mut std::io::stdout().lock())
+        }
+        _ => {}
+    }
     let s = settings(&cli)?;
     let out = &mut std::io::stdout().lock();
     match &cli.command {
@@ -490,6 +523,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client.close().await;
         }
         Cmd::Admin {
+            command: AdminCmd::Faults { set, clear },
+        } => {
+            let client = connect(&s, s.nodes.clone()).await?;
+            if *clear {
+                client.set_faults(Default::default()).await?;
+            } else if let Some(path) = set {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let spec: dynakv_common::wire::FaultSpec = toml::from_str(&text)
+                    .with_context(|| format!("{} is not a fault spec", path.display()))?;
+                client.set_faults(spec).await?;
+            }
+            let spec = client.faults().await?;
+            if cli.json {
+                writeln!(out, "{}", serde_json::to_string(&spec)?)?;
+            } else {
+                write!(out, "{}", toml::to_string(&spec).unwrap_or_default())?;
+            }
+            client.close().await;
+        }
+        Cmd::Admin {
             command: AdminCmd::AntiEntropy { now },
         } => {
             let client = connect(&s, s.nodes.clone()).await?;
@@ -501,6 +555,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             client.close().await;
         }
+        Cmd::Lab { .. } | Cmd::Quorum { .. } => unreachable!("handled above"),
         Cmd::Bench(args) => {
             if !(0.0..=1.0).contains(&args.read_ratio) {
                 bail!("--read-ratio must be between 0 and 1");

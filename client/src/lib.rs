@@ -6,12 +6,14 @@
 //! - [`settings`]: where the CLI finds nodes and certificates (flags, environment,
 //!   `client.toml`).
 //! - [`bench`]: the load generator behind `dynakv bench`.
+//! - [`lab`], [`labcmd`]: the consistency lab and its commands (`dynakv lab`, `dynakv quorum`).
 //! - [`show`]: how the CLI prints replica states and anti-entropy status for people.
 
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod lab;
+pub mod labcmd;
 pub mod settings;
 pub mod show;
 pub mod tls;

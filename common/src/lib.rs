@@ -20,6 +20,7 @@
 //! - [`dist`]: delay distributions (fixed, uniform, exponential, Pareto, mixtures).
 //! - `net` (cargo feature `net`): dialling, frames over QUIC streams and the QUIC
 //!   transport settings, shared by clients and nodes; the only part that does I/O.
+//! - `timer` (feature `net`): a sleep precise to tens of µs for injected delays.
 //! - [`error`]: the error type of this crate.
 
 pub mod codec;
@@ -33,6 +34,8 @@ pub mod quorum;
 pub mod reaping;
 pub mod replication;
 pub mod ring;
+#[cfg(feature = "net")]
+pub mod timer;
 pub mod version;
 pub mod wire;
 

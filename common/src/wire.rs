@@ -272,6 +272,7 @@ pub struct GetRequest {
 
 /// When a read repairs the replicas it found behind (Dynamo §4.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ReadRepair {
     /// Never.
     Off,

@@ -141,7 +141,7 @@ impl Peers {
             if let Some(fate) = fate {
                 match fate {
                     Outgoing::Drop => std::future::pending::<()>().await,
-                    Outgoing::Send { request, .. } => tokio::time::sleep(request).await,
+                    Outgoing::Send { request, .. } => dynakv_common::timer::sleep(request).await,
                 }
             }
             let conn = self.connection(peer).await?;
@@ -153,7 +153,7 @@ impl Peers {
                 if reply_lost {
                     std::future::pending::<()>().await;
                 }
-                tokio::time::sleep(reply).await;
+                dynakv_common::timer::sleep(reply).await;
             }
             Ok(exchange)
         };

@@ -138,6 +138,8 @@ pub struct StalenessBin {
     pub stale: u64,
     /// 1 − stale/reads; `None` for an empty bin.
     pub p_consistent: Option<f64>,
+    /// The mean t of the bin's reads, ms (where a model is evaluated to compare).
+    pub mean_t_ms: Option<f64>,
 }
 
 /// How many reads were exactly `k` versions behind.
@@ -216,6 +218,7 @@ pub fn staleness(history: &History, bin_edges_ms: &[f64]) -> Result<StalenessRep
                 reads: 0,
                 stale: 0,
                 p_consistent: None,
+                mean_t_ms: None,
             })
             .collect(),
         unbinned: 0,
@@ -223,6 +226,7 @@ pub fn staleness(history: &History, bin_edges_ms: &[f64]) -> Result<StalenessRep
         examples: Vec::new(),
     };
     let mut ks: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut t_sums = vec![0.0f64; bin_edges_ms.len()];
     for key in history.keys() {
         let acked: Vec<&Op> = history
             .ops_for_key(key)
@@ -261,13 +265,15 @@ pub fn staleness(history: &History, bin_edges_ms: &[f64]) -> Result<StalenessRep
                 Some(i) => {
                     report.bins[i].reads += 1;
                     report.bins[i].stale += u64::from(stale);
+                    t_sums[i] += t_ms;
                 }
                 None => report.unbinned += 1,
             }
         }
     }
-    for bin in &mut report.bins {
+    for (bin, sum) in report.bins.iter_mut().zip(t_sums) {
         bin.p_consistent = ratio(bin.reads - bin.stale, bin.reads);
+        bin.mean_t_ms = (bin.reads > 0).then(|| sum / bin.reads as f64);
     }
     report.p_consistent = ratio(
         report.reads_checked - report.stale_reads,

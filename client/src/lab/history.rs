@@ -286,7 +286,8 @@ impl History {
 
 /// Serde for [`Quorum`] as its text (`one`, `quorum`, `all`, `2`), which reads better in
 /// a JSON line than the enum's derived form.
-mod quorum_text {
+/// R and W as text (`one`, `quorum`, `all`, `2`); a bare number is accepted too.
+pub(crate) mod quorum_text {
     use dynakv_common::quorum::Quorum;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -294,8 +295,18 @@ mod quorum_text {
         s.collect_str(q)
     }
 
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Name(String),
+        Number(u64),
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Quorum, D::Error> {
-        let text = String::deserialize(d)?;
+        let text = match Text::deserialize(d)? {
+            Text::Name(s) => s,
+            Text::Number(n) => n.to_string(),
+        };
         text.parse().map_err(serde::de::Error::custom)
     }
 }

@@ -1,23 +1,36 @@
-//! The consistency lab's pure core: the record of what a lab run did, the checkers that
-//! judge it, and the model that predicts it (DESIGN.md §5).
+//! The consistency lab (`dynakv lab`): tunable-consistency experiments a user runs on a
+//! local cluster of its own, and the pure core that judges and predicts them
+//! (DESIGN.md §5).
 //!
-//! - [`history`]: the operation history a run records (JSON lines), with the indexes the
-//!   checkers need; validated on construction so checkers can trust it.
+//! The pure core — no I/O, no clock, RNGs passed in, so every verdict is reproducible
+//! from a recorded history and a seed:
+//! - [`history`]: the operation history a run records (JSON lines), validated.
 //! - [`check`]: checkers over a history — staleness against time since commit (PBS
 //!   t-visibility and k-staleness), lost writes in a set workload (Jepsen's set-full),
-//!   session guarantees (read-your-writes, monotonic reads), siblings per read, latency
-//!   percentiles. Each returns a serde-serialisable report.
-//! - [`pbs`]: the WARS Monte Carlo model and closed forms of Bailis et al., "Probabilistically
-//!   Bounded Staleness for Practical Partial Quorums" (VLDB 2012), for predicted-vs-measured
-//!   charts.
+//!   session guarantees (read-your-writes, monotonic reads), siblings, latency.
+//! - [`pbs`]: the WARS Monte Carlo model and closed forms of Bailis et al.,
+//!   "Probabilistically Bounded Staleness for Practical Partial Quorums" (VLDB 2012).
+//! - [`scenario`]: scenario files (cluster, workload, fault timeline, variants) and the
+//!   built-in scenarios.
+//! - [`conclude`]: what a run's numbers mean, in sentences.
 //!
-//! Nothing here does I/O, reads a clock or spawns tasks: a runner records times relative
-//! to the start of the run and passes RNGs in, so every result is reproducible from the
-//! recorded history and a seed.
+//! The run itself:
+//! - [`cluster`]: real `dynakv-node` processes the lab starts, pauses, kills, restarts
+//!   and shapes with the nodes' fault layer.
+//! - [`workload`]: client sessions that record every operation.
+//! - [`runner`]: plays the timeline, heals, measures convergence, runs the checkers.
+//! - [`report`] and [`chart`]: `report.md`, `results.json`, histories and SVG charts.
 
+pub mod chart;
 pub mod check;
+pub mod cluster;
+pub mod conclude;
 pub mod history;
 pub mod pbs;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod workload;
 
 use dynakv_common::dist::DistError;
 
@@ -68,4 +81,34 @@ pub enum LabError {
         /// What is wrong and what is expected.
         reason: String,
     },
+}
+
+/// Runs a scenario end to end and writes its report directory; returns the report and
+/// the chart files written.
+pub async fn run_and_report(
+    scenario: &scenario::Scenario,
+    opts: &runner::RunOptions,
+    out: &std::path::Path,
+) -> Result<(report::LabReport, Vec<String>), LabError> {
+    std::fs::create_dir_all(out).map_err(|e| LabError::InvalidArgument {
+        what: "report directory",
+        reason: format!("{}: {e}", out.display()),
+    })?;
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let runs = runner::run(scenario, opts, out).await?;
+    let report = report::LabReport {
+        scenario: scenario.name.clone(),
+        question: scenario.question.clone(),
+        seed: opts.seed,
+        scale: opts.scale,
+        started_unix_s,
+        conclusion: conclude::conclude(&scenario.name, &runs),
+        runs,
+        scenario_toml: toml::to_string(scenario).unwrap_or_default(),
+    };
+    let charts = report::write(out, scenario, &report)?;
+    Ok((report, charts))
 }

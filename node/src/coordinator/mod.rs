@@ -188,7 +188,7 @@ pub(crate) async fn read_replica(
     if peer == node.membership.me() {
         let delays = local_delays(node, Kind::Read);
         if let Some((request, _)) = delays {
-            tokio::time::sleep(request).await;
+            dynakv_common::timer::sleep(request).await;
         }
         let state = node
             .replica
@@ -196,7 +196,7 @@ pub(crate) async fn read_replica(
             .await
             .map_err(|e| Failure::Refused(e.to_string()));
         if let Some((_, reply)) = delays {
-            tokio::time::sleep(reply).await;
+            dynakv_common::timer::sleep(reply).await;
         }
         return state;
     }
@@ -250,7 +250,7 @@ pub(crate) async fn write_replica_as(
     if peer == node.membership.me() {
         let delays = local_delays(node, Kind::Write);
         if let Some((request, _)) = delays {
-            tokio::time::sleep(request).await;
+            dynakv_common::timer::sleep(request).await;
         }
         let stored = if minted {
             node.replica.land(key, state).await.map(|_| ())
@@ -258,7 +258,7 @@ pub(crate) async fn write_replica_as(
             store_local(node, key, state, hint_for).await
         };
         if let Some((_, reply)) = delays {
-            tokio::time::sleep(reply).await;
+            dynakv_common::timer::sleep(reply).await;
         }
         return stored.map_err(|e| Failure::Refused(e.to_string()));
     }

@@ -12,6 +12,7 @@ mod faults;
 mod handoff;
 mod hosts;
 mod kv;
+mod lab;
 mod measure;
 mod metrics;
 mod robustness;
