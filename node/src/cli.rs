@@ -148,6 +148,11 @@ struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (TCP) [default: off].
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// How concurrent writes are resolved, the same on every node [default: dvv].
+    /// dvv keeps them all as siblings; lww (last writer wins, by timestamp) SILENTLY
+    /// LOSES concurrent writes — for comparison only.
+    #[arg(long)]
+    conflict_policy: Option<dynakv_common::wire::ConflictPolicy>,
 }
 
 impl RunArgs {
@@ -194,6 +199,9 @@ impl RunArgs {
         }
         if let Some(v) = self.metrics_listen {
             c.metrics_listen = Some(v);
+        }
+        if let Some(v) = self.conflict_policy {
+            c.conflict_policy = v;
         }
         Ok(c)
     }

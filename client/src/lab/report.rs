@@ -324,7 +324,8 @@ fn markdown(scenario: &Scenario, report: &LabReport, charts: &[(String, String)]
             )
         }
     );
-    let _ = writeln!(
+    let _ =
+        writeln!(
         md,
         "- workload: {}, {} writer and {} reader sessions, {} keys, {} for {:.1} s, routing {}{}",
         name_of(&w.kind),

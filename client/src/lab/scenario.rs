@@ -540,6 +540,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_scenario() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("### Scenario files").expect("section")..];
+        let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
+        let text = &section[start..start + section[start..].find("```").expect("block end")];
+        let s = Scenario::parse(text).unwrap_or_else(|e| panic!("README example: {e}"));
+        let runs = s.resolve(1.0).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(s.faults.len(), 5);
+    }
+
+    #[test]
     fn nonsense_is_refused_with_a_sentence() {
         let bad = [
             (
