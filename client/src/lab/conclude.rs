@@ -170,7 +170,7 @@ pub fn conclude(name: &str, runs: &[RunResult]) -> String {
                 })
                 .collect();
             format!(
-                "{}. A write with slow propagation (W~Exp(0.1/ms), mean 10 ms) is often not yet on the replica a R=1 read reaches first, so early reads are stale and consistency climbs over tens of ms; with fast propagation (W~Exp(4/ms)) reads are consistent almost at once. Measured reads start a fraction of a millisecond after the client saw the acknowledgement and pass through a coordinator, which the model does not count, so measurements sit slightly above the prediction at the smallest t.",
+                "{}. A write with slow propagation (W~Exp(0.1/ms), mean 10 ms) is often not yet on the replica a R=1 read reaches first, so early reads are stale and consistency climbs over tens of ms; with fast propagation (W~Exp(4/ms)) reads are consistent almost at once. A real read also crosses the client's hops to and from the coordinator, which the model does not have: it reaches the replicas that much later after the commit, so measurements sit a few points above the model at t and on the model at t plus that measured overhead.",
                 parts.join("; ")
             )
         }

@@ -72,6 +72,35 @@ fn check_quorum(n: usize, r: usize, w: usize) -> Result<(), LabError> {
     }
 }
 
+/// The model's median read latency, ms: the R-th fastest `r_i + s_i` — the time the
+/// coordinator waits for R answers. Against a measured read latency it gives the time
+/// a real request spends outside the model (client hops, processing).
+pub fn median_read_latency(
+    model: &Model,
+    trials: usize,
+    rng: &mut impl Rng,
+) -> Result<f64, LabError> {
+    model.validate()?;
+    if !(1..=MAX_TRIALS).contains(&trials) {
+        return Err(LabError::InvalidArgument {
+            what: "number of trials",
+            reason: format!("{trials}; use 1 to {MAX_TRIALS}"),
+        });
+    }
+    let mut waits = Vec::with_capacity(trials);
+    let mut answers = vec![0.0; model.n];
+    for _ in 0..trials {
+        for a in answers.iter_mut() {
+            *a = model.r_delay.sample(rng) + model.s_delay.sample(rng);
+        }
+        let (_, &mut rth, _) = answers.select_nth_unstable_by(model.r - 1, f64::total_cmp);
+        waits.push(rth);
+    }
+    let mid = waits.len() / 2;
+    let (_, &mut median, _) = waits.select_nth_unstable_by(mid, f64::total_cmp);
+    Ok(median)
+}
+
 /// Monte Carlo estimate of P(consistent read) for a read starting `t` ms after the
 /// write commits, for each `t` in `ts` (ms, finite and >= 0). Returns `(t, p)` in the
 /// order given.
@@ -251,6 +280,30 @@ mod tests {
         let ps = run(&m, &ts);
         assert!(ps.windows(2).all(|p| p[0] <= p[1]), "{ps:?}");
         assert!(ps[0] < 0.9 && ps[ts.len() - 1] > 0.999, "{ps:?}");
+    }
+
+    #[test]
+    fn median_read_latency_matches_known_cases() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let fixed = Model {
+            n: 3,
+            r: 2,
+            w: 1,
+            w_delay: "0".parse().unwrap(),
+            a_delay: "0".parse().unwrap(),
+            r_delay: "2".parse().unwrap(),
+            s_delay: "3".parse().unwrap(),
+        };
+        assert_eq!(median_read_latency(&fixed, 1000, &mut rng).unwrap(), 5.0);
+        // The minimum of three Exp(1) is Exp(3): median ln 2 / 3.
+        let exp = Model {
+            r: 1,
+            r_delay: "exp(1)".parse().unwrap(),
+            s_delay: "0".parse().unwrap(),
+            ..fixed
+        };
+        let m = median_read_latency(&exp, 200_000, &mut rng).unwrap();
+        assert!((m - std::f64::consts::LN_2 / 3.0).abs() < 0.01, "{m}");
     }
 
     #[test]

@@ -63,7 +63,11 @@ pub struct Visibility {
     pub t_ms: f64,
     pub reads: u64,
     pub measured: f64,
+    /// The model at `t_ms`.
     pub predicted: Option<f64>,
+    /// The model at `t_ms` plus the run's measured client overhead: a real read reaches
+    /// the replicas that much later after the commit than the model's t says.
+    pub predicted_with_overhead: Option<f64>,
 }
 
 /// Everything measured in one variant.
@@ -99,6 +103,9 @@ pub struct RunResult {
     pub visibility: Vec<Visibility>,
     /// The model's P(consistent) at the standard t values, when it applies.
     pub prediction: Vec<(f64, f64)>,
+    /// Measured median read latency minus the model's: the time a real request spends
+    /// outside the model (the client's hops to and from the coordinator, processing).
+    pub client_overhead_ms: Option<f64>,
     /// The history file of this variant.
     pub history_file: String,
 }
@@ -421,18 +428,40 @@ async fn run_variant(
     let staleness = check::staleness(&history, &edges)?;
     let model = model_of(s);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let client_overhead_ms = match &model {
+        Some(m) => {
+            let mut reads: Vec<f64> = history
+                .ops()
+                .iter()
+                .filter(|o| o.kind == OpKind::Read && o.is_ok())
+                .map(|o| o.latency_ms())
+                .collect();
+            reads.sort_by(f64::total_cmp);
+            let measured = reads.get(reads.len() / 2).copied();
+            let model_median = pbs::median_read_latency(m, TRIALS, &mut rng)?;
+            measured.map(|x| (x - model_median).max(0.0))
+        }
+        None => None,
+    };
     let visibility = match &model {
         Some(m) => {
             let bins: Vec<_> = staleness.bins.iter().filter(|b| b.reads > 0).collect();
             let ts: Vec<f64> = bins.iter().filter_map(|b| b.mean_t_ms).collect();
             let predicted = pbs::predict(m, &ts, TRIALS, &mut rng)?;
+            let shifted: Vec<f64> = ts
+                .iter()
+                .map(|t| t + client_overhead_ms.unwrap_or(0.0))
+                .collect();
+            let with_overhead = pbs::predict(m, &shifted, TRIALS, &mut rng)?;
             bins.iter()
                 .zip(predicted)
-                .map(|(b, (t, p))| Visibility {
+                .zip(with_overhead)
+                .map(|((b, (t, p)), (_, q))| Visibility {
                     t_ms: t,
                     reads: b.reads,
                     measured: b.p_consistent.unwrap_or(0.0),
                     predicted: Some(p),
+                    predicted_with_overhead: Some(q),
                 })
                 .collect()
         }
@@ -445,6 +474,7 @@ async fn run_variant(
                 reads: b.reads,
                 measured: b.p_consistent.unwrap_or(0.0),
                 predicted: None,
+                predicted_with_overhead: None,
             })
             .collect(),
     };
@@ -480,6 +510,7 @@ async fn run_variant(
         crash,
         visibility,
         prediction,
+        client_overhead_ms,
         history_file,
     })
 }
