@@ -232,6 +232,15 @@ pub fn run_binary(
     default_log: &str,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> std::process::ExitCode {
+    run_binary_with(default_log, None, work)
+}
+
+/// [`run_binary`] on a runtime of `threads` worker threads (None: one per core).
+pub fn run_binary_with(
+    default_log: &str,
+    threads: Option<usize>,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -239,7 +248,12 @@ pub fn run_binary(
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -148,6 +148,9 @@ struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (TCP) [default: off].
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Runtime threads serving requests [default: from the config, else 1].
+    #[arg(long)]
+    worker_threads: Option<usize>,
     /// How concurrent writes are resolved, the same on every node [default: dvv].
     /// dvv keeps them all as siblings; lww (last writer wins, by timestamp) SILENTLY
     /// LOSES concurrent writes — for comparison only.
@@ -203,6 +206,9 @@ impl RunArgs {
         if let Some(v) = self.conflict_policy {
             c.conflict_policy = v;
         }
+        if let Some(v) = self.worker_threads {
+            c.worker_threads = v;
+        }
         Ok(c)
     }
 }
@@ -210,7 +216,17 @@ impl RunArgs {
 /// Parses the command line and runs the command; the whole program behind the binary.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    dynakv_client::cli::run_binary("info", run(cli))
+    // A node runs on as many runtime threads as its config says; read it first.
+    let threads = match &cli.command {
+        Cmd::Run(args) => match args.config.as_deref().map(NodeConfig::from_file) {
+            Some(Ok(c)) => args.worker_threads.or(Some(c.worker_threads)),
+            _ => args
+                .worker_threads
+                .or(Some(NodeConfig::default().worker_threads)),
+        },
+        _ => None,
+    };
+    dynakv_client::cli::run_binary_with("info", threads, run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -52,6 +52,9 @@ pub struct NodeConfig {
     pub max_value_bytes: usize,
     /// Most requests served at once; more are refused with "unavailable".
     pub max_in_flight: usize,
+    /// Runtime threads serving requests. One is enough for a small node and avoids
+    /// threads waking each other for every request; more help a node with many cores.
+    pub worker_threads: usize,
     /// `fsync` (acknowledge only after the write is on disk) or `relaxed` (no fsync before
     /// acknowledging: faster, loses recent writes on power failure).
     pub durability: String,
@@ -113,6 +116,7 @@ impl Default for NodeConfig {
             max_key_bytes: dynakv_common::limits::DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: dynakv_common::limits::DEFAULT_MAX_VALUE_BYTES,
             max_in_flight: 4096,
+            worker_threads: 1,
             durability: "fsync".into(),
             metrics_listen: None,
             read_repair: true,
@@ -240,6 +244,12 @@ impl NodeConfig {
             return Err(ConfigError(format!(
                 "max_in_flight is {} but must be between 1 and 1000000",
                 self.max_in_flight
+            )));
+        }
+        if self.worker_threads == 0 || self.worker_threads > 1024 {
+            return Err(ConfigError(format!(
+                "worker_threads is {} but must be between 1 and 1024",
+                self.worker_threads
             )));
         }
         if !matches!(self.durability.as_str(), "fsync" | "relaxed") {
