@@ -60,6 +60,19 @@ pub struct NodeConfig {
     pub durability: String,
     /// TCP address of a Prometheus `/metrics` endpoint (e.g. `127.0.0.1:9100`); off if unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// Which replicas a read asks: `quorum` (R of them, this node first when it is one,
+    /// plus all of them for one read in `1 / read_repair_chance` so read repair can run;
+    /// the fast default) or `all` (every replica, answering after R — Riak's way, and
+    /// the WARS model's assumption).
+    pub read_fanout: ReadFanout,
+    /// With `read_fanout = "quorum"`, the share of reads (0 to 1) that ask every replica
+    /// so async read repair can compare them; anti-entropy catches the rest.
+    pub read_repair_chance: f64,
+    /// With `read_fanout = "quorum"`, a read that has not heard from enough replicas
+    /// after this many milliseconds asks one more (and again after as long): a replica
+    /// that died unnoticed costs this much, not the whole deadline. Lower retries sooner
+    /// and sends more extra requests under load.
+    pub read_speculative_retry_ms: u64,
     /// Repair replicas found behind on reads (each read picks async, sync or off); false
     /// turns read repair off node-wide, e.g. to watch anti-entropy alone.
     pub read_repair: bool,
@@ -119,6 +132,9 @@ impl Default for NodeConfig {
             worker_threads: 1,
             durability: "fsync".into(),
             metrics_listen: None,
+            read_fanout: ReadFanout::Quorum,
+            read_repair_chance: 0.1,
+            read_speculative_retry_ms: 50,
             read_repair: true,
             hinted_handoff: true,
             max_hints: 1_000_000,
@@ -134,6 +150,17 @@ impl Default for NodeConfig {
             fault: FaultSpec::default(),
         }
     }
+}
+
+/// Which replicas a read asks (see `NodeConfig::read_fanout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFanout {
+    /// R replicas (this node first when it is one), every replica now and then.
+    #[default]
+    Quorum,
+    /// Every replica; the answer comes after the first R.
+    All,
 }
 
 /// A peer as listed in the configuration.
@@ -268,6 +295,12 @@ impl NodeConfig {
                 "hint_delivery_interval_ms, anti_entropy_interval_ms, reap_interval_ms and the anti-entropy rates must be positive".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&self.read_repair_chance) {
+            return Err(ConfigError(format!(
+                "read_repair_chance is {} but must be between 0 and 1",
+                self.read_repair_chance
+            )));
+        }
         if self.hint_ttl_s == 0 || self.tombstone_grace_s == 0 {
             return Err(ConfigError(
                 "hint_ttl_s and tombstone_grace_s must be positive".into(),
@@ -336,6 +369,9 @@ impl NodeConfig {
     }
     pub fn read_repair_window(&self) -> Duration {
         Duration::from_millis(self.read_repair_window_ms)
+    }
+    pub fn read_speculative_retry(&self) -> Duration {
+        Duration::from_millis(self.read_speculative_retry_ms.max(1))
     }
 }
 

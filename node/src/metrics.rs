@@ -68,6 +68,8 @@ counters! {
     tombstones_reaped,
     /// Reads that returned more than one sibling.
     reads_with_siblings,
+    /// Extra replica reads sent because the ones asked first were slow to answer.
+    speculative_reads,
     /// Requests from peers served (replica reads and writes).
     replica_requests,
     /// Requests refused because the node was at its in-flight limit.

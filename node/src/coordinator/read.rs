@@ -14,17 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynakv_common::quorum::{Progress, QuorumTracker};
-use dynakv_common::replication::{QuorumMode, Target};
+use dynakv_common::replication::{Plan, QuorumMode, Target};
 use dynakv_common::version::Versioned;
 use dynakv_common::wire::{ErrorCode, GetRequest, GetResponse, ReadRepair, Response};
 use dynakv_common::NodeId;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{
-    deadline, error, fan_out, invalid, read_replica, reasons, wait_for_quorum, write_replica,
-    Answers, Counts,
-};
+use super::{deadline, error, fan_out, invalid, read_replica, reasons, write_replica, Answers};
+use crate::config::ReadFanout;
 use crate::metrics::{add, bump, Op};
 use crate::state::NodeState;
 
@@ -68,27 +67,77 @@ async fn coordinate(node: Arc<NodeState>, req: GetRequest) -> Response {
         );
     }
 
-    let key = req.key.clone();
-    let mut rx = fan_out(&node, &plan.targets, move |node, target| {
-        let key = key.clone();
-        async move {
-            let result = read_replica(&node, &target.node, key, timeout).await;
-            (target, result)
-        }
-    });
+    let mode = if node.config.read_repair {
+        req.read_repair
+    } else {
+        ReadRepair::Off
+    };
+    // Ask every target when the read may repair them all (all-replica fan-out
+    // configured, a sync repair asked for, or this read drawn for repair, one in
+    // `1 / read_repair_chance`); otherwise only R of them, this node first when it is
+    // one, and another only when one of those fails. Anti-entropy repairs what reads
+    // that skip replicas do not see.
+    let ask_all = node.config.read_fanout == ReadFanout::All
+        || mode == ReadRepair::Sync
+        || (mode == ReadRepair::Async && rand::random::<f64>() < node.config.read_repair_chance);
+    let me = node.membership.me().clone();
+    let (first, mut spare) = if ask_all {
+        (plan.targets.clone(), Vec::new())
+    } else {
+        choose(&plan, r, &me)
+    };
+    let (tx, mut rx) = mpsc::channel(plan.targets.len().max(1));
+    let ask = |target: Target| {
+        let (node2, tx, key) = (node.clone(), tx.clone(), req.key.clone());
+        node.spawn(async move {
+            let result = read_replica(&node2, &target.node, key, timeout).await;
+            let _ = tx.send((target, result)).await;
+        });
+    };
+    for target in first {
+        ask(target);
+    }
     let mut tracker = QuorumTracker::new(r, countable);
     let mut answers: Vec<Answer> = Vec::new();
-    let count = |t: &Target| {
-        if plan.counts(t) {
-            Counts::Yes
+    let mut progress = tracker.progress();
+    // A target that neither answers nor fails (down, not yet detected) would hold the
+    // read until its deadline: after a short wait, ask the next one as well.
+    let speculate_every = node.config.read_speculative_retry();
+    let mut speculate_at = Instant::now() + speculate_every;
+    while progress == Progress::Pending {
+        let wake = if spare.is_empty() {
+            deadline
         } else {
-            Counts::No
+            speculate_at.min(deadline)
+        };
+        match tokio::time::timeout_at(wake, rx.recv()).await {
+            Ok(Some((target, Ok(state)))) => {
+                if plan.counts(&target) {
+                    progress = tracker.record(target.node.clone(), Ok(()));
+                }
+                answers.push((target, state));
+            }
+            Ok(Some((target, Err(failure)))) => {
+                if plan.counts(&target) {
+                    progress = tracker.record(target.node.clone(), Err(failure.reason()));
+                }
+                // Ask one more in its place.
+                if let Some(next) = spare.pop() {
+                    ask(next);
+                }
+            }
+            Ok(None) => break,
+            Err(_) if wake < deadline => {
+                bump(&node.counters.speculative_reads);
+                if let Some(next) = spare.pop() {
+                    ask(next);
+                }
+                speculate_at = Instant::now() + speculate_every;
+            }
+            Err(_) => break,
         }
-    };
-    let progress = wait_for_quorum(&mut rx, &mut tracker, deadline, count, |t, state| {
-        answers.push((t, state))
-    })
-    .await;
+    }
+    drop(tx);
     if progress != Progress::Reached {
         bump(&node.counters.read_quorum_misses);
         return error(
@@ -101,11 +150,6 @@ async fn coordinate(node: Arc<NodeState>, req: GetRequest) -> Response {
         );
     }
 
-    let mode = if node.config.read_repair {
-        req.read_repair
-    } else {
-        ReadRepair::Off
-    };
     if mode == ReadRepair::Sync {
         // Take in whatever else has already arrived, then bring every primary that
         // answered up to the merge before replying.
@@ -144,6 +188,33 @@ async fn coordinate(node: Arc<NodeState>, req: GetRequest) -> Response {
         node.spawn(read_repair_after(task_node, req.key, answers, rx, window));
     }
     response
+}
+
+/// The targets a read asks first — R that count, this node first if it is one, the
+/// others in random order (to spread the load) — and the rest, to ask in turn if one
+/// fails (countable ones last in the list, so `pop` takes them first).
+fn choose(plan: &Plan, r: usize, me: &NodeId) -> (Vec<Target>, Vec<Target>) {
+    use rand::seq::SliceRandom;
+    let mut countable: Vec<Target> = plan
+        .targets
+        .iter()
+        .filter(|t| plan.counts(t))
+        .cloned()
+        .collect();
+    let mut others: Vec<Target> = plan
+        .targets
+        .iter()
+        .filter(|t| !plan.counts(t))
+        .cloned()
+        .collect();
+    countable.shuffle(&mut rand::thread_rng());
+    if let Some(i) = countable.iter().position(|t| t.node == *me) {
+        countable.swap(0, i);
+    }
+    let rest = countable.split_off(r.min(countable.len()));
+    // Spares: non-counting ones first, then the countable ones (popped from the end).
+    others.extend(rest);
+    (countable, others)
 }
 
 /// The merge of every state among replica answers.
@@ -218,4 +289,40 @@ async fn read_repair_after(
     let deadline = Instant::now() + window;
     let repaired = repair(&node, &key, &answers, &merged, deadline).await;
     add(&node.counters.read_repairs_async, repaired.len() as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynakv_common::replication::Placement;
+    use dynakv_common::Ring;
+
+    fn ids(n: usize) -> Vec<NodeId> {
+        (1..=n)
+            .map(|i| NodeId::new(format!("n{i}")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_read_asks_r_targets_this_node_first_and_keeps_the_rest_in_reserve() {
+        let all = ids(5);
+        let ring = Ring::new(64, &all).unwrap();
+        let placement = Placement::new(&ring, 3);
+        for p in 0..64 {
+            let plan = placement.plan(p, |_| true, QuorumMode::Sloppy);
+            let me = plan.primaries[1].clone();
+            for r in 1..=3 {
+                let (first, spare) = choose(&plan, r, &me);
+                assert_eq!(first.len(), r);
+                assert_eq!(first[0].node, me, "the local replica is asked first");
+                assert_eq!(first.len() + spare.len(), plan.targets.len());
+            }
+            // A strict read never counts a fallback: they are spares, asked last.
+            let down = plan.primaries[2].clone();
+            let strict = placement.plan(p, |id| *id != down, QuorumMode::Strict);
+            let (first, spare) = choose(&strict, 2, &me);
+            assert!(first.iter().all(|t| t.is_primary()));
+            assert!(spare.iter().all(|t| !t.is_primary()));
+        }
+    }
 }
