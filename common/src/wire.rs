@@ -93,7 +93,15 @@ pub enum Request {
     SetFaults(FaultSpec),
     /// Admin: the faults this node injects now.
     GetFaults,
+    /// Several requests in one frame, sent together to the same node (requests that
+    /// were queued at once: coalescing, as Cassandra and Scylla do). The answer is one
+    /// [`Response::BatchItem`] frame per request, on the same stream, in the order they
+    /// complete. Batches do not nest; each request is authorised on its own.
+    Batch(Vec<Request>),
 }
+
+/// Most requests in one [`Request::Batch`].
+pub const MAX_BATCH: usize = 256;
 
 /// Faults a node injects into its own peer traffic — this kernel has no netem, so the
 /// lab shapes the network inside the nodes. Empty by default, and then nothing on the
@@ -352,6 +360,11 @@ pub enum Response {
     Debug(Box<DebugReplica>),
     AntiEntropy(Box<AntiEntropyStatus>),
     Faults(Box<FaultSpec>),
+    /// The answer to request `index` of a [`Request::Batch`].
+    BatchItem {
+        index: u32,
+        response: Box<Response>,
+    },
     Error(WireError),
 }
 

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use dynakv_common::wire::{ConflictPolicy, FaultSpec};
 
+use crate::storage::StorageIo;
+
 /// Everything a node needs to run. Every field has a default except `id` and `data_dir`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -55,6 +57,20 @@ pub struct NodeConfig {
     /// Runtime threads serving requests. One is enough for a small node and avoids
     /// threads waking each other for every request; more help a node with many cores.
     pub worker_threads: usize,
+    /// Where storage work and group-commit fsyncs run: `inline` (on the event loop; no
+    /// thread wake-ups per write; right for SSDs and fast fsync) or `threads` (a
+    /// blocking pool and a syncer thread; the event loop never waits for a slow disk).
+    pub storage_io: StorageIo,
+    /// Under concurrent writes, how long (µs) the group commit waits for more writes to
+    /// share an fsync. Longer: fewer fsyncs and more throughput, more latency per write.
+    /// A lone writer never waits. 0: sync at once.
+    pub group_commit_window_us: u64,
+    /// The group commit syncs at once when this many writes are waiting.
+    pub group_commit_max_writes: u64,
+    /// Send the replica reads and writes queued for one peer at the same moment as one
+    /// batch (one stream, one frame): fewer packets and wake-ups under load, no added
+    /// delay for a lone request.
+    pub coalesce_replica_messages: bool,
     /// `fsync` (acknowledge only after the write is on disk) or `relaxed` (no fsync before
     /// acknowledging: faster, loses recent writes on power failure).
     pub durability: String,
@@ -130,6 +146,10 @@ impl Default for NodeConfig {
             max_value_bytes: dynakv_common::limits::DEFAULT_MAX_VALUE_BYTES,
             max_in_flight: 4096,
             worker_threads: 1,
+            storage_io: StorageIo::Inline,
+            group_commit_window_us: 200,
+            group_commit_max_writes: 64,
+            coalesce_replica_messages: true,
             durability: "fsync".into(),
             metrics_listen: None,
             read_fanout: ReadFanout::Quorum,

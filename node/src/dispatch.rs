@@ -135,6 +135,8 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
             Response::Ack
         }
         Request::GetFaults => Response::Faults(Box::new(node.faults.get())),
+        // The server answers batches item by item (server.rs); one never gets here.
+        Request::Batch(_) => refuse(ErrorCode::InvalidRequest, "batches do not nest"),
         Request::AntiEntropy { run_now } => {
             if run_now {
                 AntiEntropy::run_round(node).await;

@@ -92,7 +92,14 @@ impl NodeHandle {
         };
         let storage = Storage::open(
             &config.data_dir.join("store"),
-            StorageOptions { durability },
+            StorageOptions {
+                durability,
+                io: config.storage_io,
+                group_commit: crate::storage::GroupCommit {
+                    window: Duration::from_micros(config.group_commit_window_us),
+                    max_writes: config.group_commit_max_writes,
+                },
+            },
         )?;
         // A frame shared by N replicas' states: even N fully diverged states merged on
         // one replica still fit in one frame, so the key stays readable and resolvable.
@@ -142,11 +149,14 @@ impl NodeHandle {
             rand::random::<u64>() | 1,
         ));
         let faults = Arc::new(Faults::new(me.clone(), config.fault.clone()));
+        let tasks = TaskTracker::new();
         let peers = Peers::new(
             endpoint.clone(),
             membership.clone(),
             limits.max_frame_bytes(),
             faults.clone(),
+            config.coalesce_replica_messages,
+            tasks.clone(),
         );
         let state = Arc::new(NodeState {
             n: config.replicas,
@@ -161,7 +171,7 @@ impl NodeHandle {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             peer_in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             stopping: AtomicBool::new(false),
-            tasks: TaskTracker::new(),
+            tasks,
             workers: Registry::default(),
             config,
         });
@@ -243,6 +253,7 @@ impl NodeHandle {
         self.endpoint.close(code.into(), b"node shutting down");
         // With the endpoint closed, connection loops end and outgoing requests fail fast:
         // what remains of fan-outs and read repairs finishes quickly.
+        self.state.peers.close();
         self.state.tasks.close();
         if tokio::time::timeout(SHUTDOWN_TASKS, self.state.tasks.wait())
             .await

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dynakv_common::net::coalesce::{Coalescer, Spawn};
 use dynakv_common::net::{self as conn, ConnError, Exchange};
 use dynakv_common::wire::{ErrorCode, Request, Response};
 use dynakv_common::NodeId;
@@ -39,6 +40,12 @@ pub struct Peers {
     max_frame: usize,
     /// Injected faults (off by default).
     faults: Arc<Faults>,
+    /// Whether replica messages to one peer are coalesced into batches.
+    coalesce: bool,
+    /// One coalescer per peer, started on first use.
+    coalescers: Mutex<HashMap<NodeId, Coalescer>>,
+    /// Where coalescers run their work (the node's task tracker).
+    spawn: Spawn,
 }
 
 impl Peers {
@@ -47,13 +54,21 @@ impl Peers {
         membership: Arc<Membership>,
         max_frame: usize,
         faults: Arc<Faults>,
+        coalesce: bool,
+        tasks: tokio_util::task::TaskTracker,
     ) -> Peers {
+        let spawn: Spawn = Arc::new(move |work| {
+            tasks.spawn(work);
+        });
         Peers {
             endpoint,
             membership,
             slots: Mutex::new(HashMap::new()),
             max_frame,
             faults,
+            coalesce,
+            coalescers: Mutex::new(HashMap::new()),
+            spawn,
         }
     }
 
@@ -124,6 +139,48 @@ impl Peers {
             .map(|exchange| exchange.response)
     }
 
+    /// Sends a replica read or write (owned, so it can join a batch): coalesced with the
+    /// others queued for the same peer at the same moment (`common::net::coalesce`),
+    /// unless faults are injected, which act on each message alone.
+    pub async fn send(
+        &self,
+        peer: &NodeId,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, ConnError> {
+        if self.faults.is_active() || !self.coalesce {
+            return self.call(peer, &req, timeout).await;
+        }
+        let work = async {
+            let conn = self.connection(peer).await?;
+            self.coalescer(peer).call(conn, req, timeout).await
+        };
+        let result = match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::Timeout {
+                addr: peer.to_string(),
+                timeout,
+            }),
+        };
+        self.observe(peer, &result);
+        result.map(|exchange| exchange.response)
+    }
+
+    fn coalescer(&self, peer: &NodeId) -> Coalescer {
+        let mut map = self.coalescers.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(peer.clone())
+            .or_insert_with(|| Coalescer::start(self.max_frame, self.spawn.clone()))
+            .clone()
+    }
+
+    /// Stops the coalescers (their tasks end once the requests in flight are answered).
+    pub fn close(&self) {
+        self.coalescers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// [`Peers::call`] that also reports the bytes sent and received.
     pub async fn call_sized(
         &self,
@@ -164,7 +221,13 @@ impl Peers {
                 timeout,
             }),
         };
-        match &result {
+        self.observe(peer, &result);
+        result
+    }
+
+    /// Feeds an outcome to the failure detector.
+    fn observe(&self, peer: &NodeId, result: &Result<Exchange, ConnError>) {
+        match result {
             Ok(Exchange {
                 response: Response::Error(e),
                 ..
@@ -178,7 +241,6 @@ impl Peers {
             }
             Err(e) => self.record_failure(peer, &e.to_string(), false),
         }
-        result
     }
 
     fn record_failure(&self, peer: &NodeId, cause: &str, misconfigured: bool) {

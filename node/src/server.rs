@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use dynakv_common::codec;
 use dynakv_common::net::{read_frame, write_frame, FrameError};
-use dynakv_common::wire::{ErrorCode, Request, Response, WireError, ADMIN_NAME, NODE_SERVER_NAME};
+use dynakv_common::wire::{
+    ErrorCode, Request, Response, WireError, ADMIN_NAME, MAX_BATCH, NODE_SERVER_NAME,
+};
 use dynakv_common::NodeId;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::watch;
@@ -168,19 +170,14 @@ async fn serve_stream(
         }
     }
     let response = match read {
-        Ok(Some(req)) if role != Role::Node && req.is_peer_request() => {
-            Response::Error(WireError::new(
-                ErrorCode::Forbidden,
-                "peer requests need a node certificate; this connection presented a client certificate",
-            ))
+        Ok(Some(Request::Batch(items))) => {
+            serve_batch(&node, role, items, fate, &mut send).await;
+            return;
         }
-        Ok(Some(req)) if role == Role::Client && req.is_admin_request() => {
-            Response::Error(WireError::new(
-                ErrorCode::Forbidden,
-                "admin requests need an admin certificate (dynakv-node cert client --admin) or a node certificate; this connection presented a plain client certificate",
-            ))
-        }
-        Ok(Some(req)) => dispatch(&node, role, req).await,
+        Ok(Some(req)) => match refusal(role, &req) {
+            Some(refused) => refused,
+            None => dispatch(&node, role, req).await,
+        },
         Ok(None) => return,
         Err(FrameError::TooLarge(e)) => {
             bump(&node.counters.bad_frames);
@@ -230,5 +227,101 @@ async fn serve_stream(
     }
     // Keep the permit until the peer has the whole answer, so a shutdown that drained
     // every permit has delivered every answer before it closes the connections.
+    let _ = tokio::time::timeout(ANSWER_DELIVERY_TIMEOUT, send.stopped()).await;
+}
+
+/// Why a request may not be made on this connection, as the answer to send instead.
+fn refusal(role: Role, req: &Request) -> Option<Response> {
+    if role != Role::Node && req.is_peer_request() {
+        return Some(Response::Error(WireError::new(
+            ErrorCode::Forbidden,
+            "peer requests need a node certificate; this connection presented a client certificate",
+        )));
+    }
+    if role == Role::Client && req.is_admin_request() {
+        return Some(Response::Error(WireError::new(
+            ErrorCode::Forbidden,
+            "admin requests need an admin certificate (dynakv-node cert client --admin) or a node certificate; this connection presented a plain client certificate",
+        )));
+    }
+    if matches!(req, Request::Batch(_)) {
+        return Some(Response::Error(WireError::new(
+            ErrorCode::InvalidRequest,
+            "batches do not nest",
+        )));
+    }
+    None
+}
+
+/// Serves a batch: every request at once, each answer written as it completes.
+async fn serve_batch(
+    node: &Arc<NodeState>,
+    role: Role,
+    items: Vec<Request>,
+    fate: Incoming,
+    send: &mut quinn::SendStream,
+) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+
+    let max_frame = node.limits.max_frame_bytes();
+    if items.len() > MAX_BATCH {
+        bump(&node.counters.bad_frames);
+        let refused = Response::Error(WireError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "a batch holds at most {MAX_BATCH} requests, this one {}",
+                items.len()
+            ),
+        ));
+        if let Ok(frame) = codec::encode_frame(&refused, max_frame) {
+            let _ = write_frame(send, &frame).await;
+        }
+        return;
+    }
+    let mut pending: FuturesUnordered<_> = items
+        .into_iter()
+        .enumerate()
+        .map(|(index, req)| async move {
+            let response = match refusal(role, &req) {
+                Some(refused) => refused,
+                None => dispatch(node, role, req).await,
+            };
+            (index as u32, response)
+        })
+        .collect();
+    while let Some((index, response)) = pending.next().await {
+        if fate == Incoming::Mute {
+            continue;
+        }
+        let item = Response::BatchItem {
+            index,
+            response: Box::new(response),
+        };
+        let frame = match codec::encode_frame(&item, max_frame) {
+            Ok(f) => f,
+            Err(e) => {
+                let refused = Response::BatchItem {
+                    index,
+                    response: Box::new(Response::Error(WireError::new(
+                        ErrorCode::TooLarge,
+                        format!("response refused: {e}"),
+                    ))),
+                };
+                match codec::encode_frame(&refused, max_frame) {
+                    Ok(f) => f,
+                    Err(_) => return,
+                }
+            }
+        };
+        if let Err(e) = send.write_all(&frame).await {
+            debug!(cause = %e, "could not send a batch answer");
+            return;
+        }
+    }
+    if fate == Incoming::Mute {
+        let _ = tokio::time::timeout(CUT_LINK_HOLD, send.stopped()).await;
+        return;
+    }
+    let _ = send.finish();
     let _ = tokio::time::timeout(ANSWER_DELIVERY_TIMEOUT, send.stopped()).await;
 }

@@ -202,7 +202,7 @@ pub(crate) async fn read_replica(
     }
     match node
         .peers
-        .call(peer, &Request::ReplicaGet { key }, timeout)
+        .send(peer, Request::ReplicaGet { key }, timeout)
         .await
     {
         Ok(Response::ReplicaState(Some(s))) if !s.is_well_formed() => {
@@ -267,7 +267,7 @@ pub(crate) async fn write_replica_as(
         state,
         hint_for,
     };
-    match node.peers.call(peer, &req, timeout).await {
+    match node.peers.send(peer, req, timeout).await {
         Ok(Response::Ack) => Ok(()),
         Ok(Response::Error(e)) => Err(Failure::Refused(e.message)),
         Ok(other) => Err(Failure::Refused(format!("unexpected answer {other:?}"))),

@@ -37,6 +37,7 @@ fn relaxed(dir: &Path) -> Storage {
         dir,
         StorageOptions {
             durability: Durability::Relaxed,
+            ..StorageOptions::default()
         },
     )
     .expect("open storage")
@@ -672,4 +673,49 @@ async fn a_legacy_data_keyspace_is_migrated_under_new_keys_and_dropped() {
     );
     assert_eq!(s.approximate_len(Space::Data), 25_000);
     s.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_io_mode_acknowledges_only_synced_writes_and_keeps_them() {
+    for io in [StorageIo::Threads, StorageIo::Inline, StorageIo::InlineSync] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StorageOptions {
+            io,
+            group_commit: GroupCommit {
+                window: Duration::from_micros(300),
+                max_writes: 16,
+            },
+            ..StorageOptions::default()
+        };
+        let s = Storage::open(dir.path(), opts.clone()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.modify(Space::Data, i.to_be_bytes().to_vec(), move |_| {
+                    (Change::Put(vec![i as u8; 10]), ())
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let st = s.stats();
+        assert_eq!(st.writes_committed, 200, "{io:?}");
+        assert!(
+            st.writes_synced >= 200,
+            "{io:?}: every acknowledged write was synced"
+        );
+        assert!(st.fsyncs <= 200, "{io:?}");
+        s.close().await.unwrap();
+        drop(s);
+        let s = Storage::open(dir.path(), opts).unwrap();
+        assert_eq!(
+            s.get(Space::Data, &199u32.to_be_bytes()).await.unwrap(),
+            Some(vec![199u8; 10]),
+            "{io:?}"
+        );
+        s.close().await.unwrap();
+    }
 }

@@ -390,3 +390,77 @@ async fn nodes_configured_differently_refuse_each_other() -> anyhow::Result<()> 
     assert!(log.contains("has N=2"), "{log}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_answered_item_by_item_and_authorised_item_by_item() -> anyhow::Result<()> {
+    use dynakv_common::net::{read_frame, write_frame};
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(cluster.settings.tls_config()?);
+    let conn = endpoint.connect(addr, NODE_SERVER_NAME)?.await?;
+    let ask = |req: Request| {
+        let conn = conn.clone();
+        async move {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            let frame = dynakv_common::codec::encode_frame(&req, 1 << 20)?;
+            write_frame(&mut send, &frame).await?;
+            let mut answers = Vec::new();
+            while let Some(resp) = read_frame::<Response>(&mut recv, 1 << 20).await? {
+                answers.push(resp);
+            }
+            anyhow::Ok(answers)
+        }
+    };
+    let get = Request::Get(dynakv_common::wire::GetRequest {
+        key: b"k".to_vec(),
+        r: dynakv_common::quorum::Quorum::One,
+        mode: Default::default(),
+        read_repair: Default::default(),
+        timeout_ms: None,
+    });
+    // A client certificate's batch: the read is served, the replica read refused,
+    // a nested batch refused, each answer tagged with its index.
+    let answers = ask(Request::Batch(vec![
+        get.clone(),
+        Request::ReplicaGet { key: b"k".to_vec() },
+        Request::Batch(vec![get.clone()]),
+    ]))
+    .await?;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    let mut by_index = std::collections::BTreeMap::new();
+    for a in answers {
+        match a {
+            Response::BatchItem { index, response } => {
+                by_index.insert(index, *response);
+            }
+            other => panic!("not a batch item: {other:?}"),
+        }
+    }
+    assert!(
+        matches!(by_index[&0], Response::Get(_)),
+        "{:?}",
+        by_index[&0]
+    );
+    assert!(
+        matches!(&by_index[&1], Response::Error(e) if e.code == ErrorCode::Forbidden),
+        "{:?}",
+        by_index[&1]
+    );
+    assert!(
+        matches!(&by_index[&2], Response::Error(e) if e.code == ErrorCode::InvalidRequest),
+        "{:?}",
+        by_index[&2]
+    );
+    // Too many requests in one batch: refused as a whole, with a sentence.
+    let huge = ask(Request::Batch(vec![
+        get;
+        dynakv_common::wire::MAX_BATCH + 1
+    ]))
+    .await?;
+    assert!(
+        matches!(&huge[..], [Response::Error(e)] if e.code == ErrorCode::TooLarge),
+        "{huge:?}"
+    );
+    Ok(())
+}

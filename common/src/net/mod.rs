@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+pub mod coalesce;
+
 use crate::codec::{self, HEADER_BYTES};
 use crate::wire::{Request, Response, CLOSE_DRAINED};
 use serde::de::DeserializeOwned;
@@ -226,7 +228,7 @@ pub async fn request_sized(
 
 /// Whether the node closed the connection after draining (see [`CLOSE_DRAINED`]): then a
 /// request still pending on it was never processed.
-fn closed_after_drain(conn: &quinn::Connection) -> bool {
+pub(crate) fn closed_after_drain(conn: &quinn::Connection) -> bool {
     matches!(
         conn.close_reason(),
         Some(quinn::ConnectionError::ApplicationClosed(close))

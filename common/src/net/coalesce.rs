@@ -1,0 +1,224 @@
+//! Coalescing: requests queued at once for the same connection travel as one
+//! [`Request::Batch`] frame on one stream, and their answers come back as
+//! [`Response::BatchItem`] frames on that stream as each completes — the way Cassandra
+//! and Scylla coalesce messages to a peer. Each QUIC stream, frame and UDP datagram
+//! costs system calls and thread wake-ups on both ends; under load, one stream carries
+//! many requests.
+//!
+//! There is no timer: a [`Coalescer`] takes whatever is already queued when it gets to
+//! run, so a lone request goes out at once, alone, and batches only form when requests
+//! arrive faster than they are sent. A batch is bounded in requests and bytes. Each
+//! caller keeps its own deadline; a failure before a request's answer arrived is
+//! reported to that caller exactly as for a request sent alone (not sent, or unknown).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{describe_connection_error, request_sized, ConnError, Exchange};
+use crate::codec;
+use crate::wire::{Request, Response, MAX_BATCH};
+
+/// Spawns the work of one batch (the node tracks its tasks; a client uses tokio).
+pub type Spawn = Arc<dyn Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync>;
+
+struct Queued {
+    conn: quinn::Connection,
+    req: Request,
+    size: usize,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Exchange, ConnError>>,
+}
+
+/// Sends requests to one destination, coalescing those queued at once.
+#[derive(Clone)]
+pub struct Coalescer {
+    tx: mpsc::UnboundedSender<Queued>,
+}
+
+impl Coalescer {
+    /// Starts the coalescer's task (with `spawn`); `max_frame` bounds a batch's bytes.
+    pub fn start(max_frame: usize, spawn: Spawn) -> Coalescer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task_spawn = spawn.clone();
+        spawn(Box::pin(run(rx, max_frame, task_spawn)));
+        Coalescer { tx }
+    }
+
+    /// Sends `req` over `conn` (with whatever else is queued for it) and waits at most
+    /// `timeout` for its answer.
+    pub async fn call(
+        &self,
+        conn: quinn::Connection,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Exchange, ConnError> {
+        let addr = conn.remote_address().to_string();
+        let size = postcard::experimental::serialized_size(&req).unwrap_or(usize::MAX / 4);
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            conn,
+            req,
+            size,
+            deadline: Instant::now() + timeout,
+            reply,
+        };
+        if self.tx.send(queued).is_err() {
+            return Err(ConnError::NotSent {
+                addr,
+                reason: "the sender is shutting down".into(),
+            });
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ConnError::Stream {
+                addr,
+                reason: "the request was dropped before an answer came".into(),
+            }),
+            Err(_) => Err(ConnError::Timeout { addr, timeout }),
+        }
+    }
+}
+
+/// The coalescer's loop: take what is queued, send it as one batch, repeat.
+async fn run(mut rx: mpsc::UnboundedReceiver<Queued>, max_frame: usize, spawn: Spawn) {
+    let budget = max_frame / 2;
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(q) => q,
+            None => match rx.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(next) = rx.try_recv() else { break };
+            if next.conn.stable_id() != batch[0].conn.stable_id() || bytes + next.size > budget {
+                carried = Some(next);
+                break;
+            }
+            bytes += next.size;
+            batch.push(next);
+        }
+        spawn(Box::pin(send(batch, max_frame)));
+    }
+}
+
+/// Sends one batch and hands each answer to its caller.
+async fn send(mut batch: Vec<Queued>, max_frame: usize) {
+    let deadline = batch
+        .iter()
+        .map(|q| q.deadline)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    if batch.len() == 1 {
+        let Some(q) = batch.pop() else { return };
+        let result = request_sized(&q.conn, &q.req, max_frame, timeout).await;
+        let _ = q.reply.send(result);
+        return;
+    }
+    let conn = batch[0].conn.clone();
+    let addr = conn.remote_address().to_string();
+    let mut replies: Vec<Option<oneshot::Sender<Result<Exchange, ConnError>>>> = Vec::new();
+    let mut requests = Vec::with_capacity(batch.len());
+    for q in batch {
+        replies.push(Some(q.reply));
+        requests.push(q.req);
+    }
+    let count = requests.len();
+    let fail_all = |replies: &mut Vec<Option<oneshot::Sender<_>>>, e: &dyn Fn() -> ConnError| {
+        for r in replies.iter_mut().filter_map(Option::take) {
+            let _ = r.send(Err(e()));
+        }
+    };
+    let frame = match codec::encode_frame(&Request::Batch(requests), max_frame) {
+        Ok(f) => f,
+        Err(e) => {
+            let reason = format!("request not sent: {e}");
+            fail_all(&mut replies, &|| ConnError::Protocol {
+                addr: addr.clone(),
+                reason: reason.clone(),
+            });
+            return;
+        }
+    };
+    let share = frame.len() / count;
+    let work = async {
+        let (mut tx, mut rx) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = describe_connection_error(&e);
+                fail_all(&mut replies, &|| ConnError::NotSent {
+                    addr: addr.clone(),
+                    reason: reason.clone(),
+                });
+                return;
+            }
+        };
+        if let Err(e) = super::write_frame(&mut tx, &frame).await {
+            let reason = e.to_string();
+            fail_all(&mut replies, &|| ConnError::Stream {
+                addr: addr.clone(),
+                reason: reason.clone(),
+            });
+            return;
+        }
+        let mut answered = 0;
+        while answered < count {
+            match super::read_frame_sized::<Response>(&mut rx, max_frame).await {
+                Ok(Some((Response::BatchItem { index, response }, received))) => {
+                    if let Some(reply) = replies.get_mut(index as usize).and_then(Option::take) {
+                        answered += 1;
+                        let _ = reply.send(Ok(Exchange {
+                            response: *response,
+                            sent: share,
+                            received,
+                        }));
+                    }
+                }
+                // The whole batch was answered at once (refused unread, or too large).
+                Ok(Some((response, received))) => {
+                    for reply in replies.iter_mut().filter_map(Option::take) {
+                        let _ = reply.send(Ok(Exchange {
+                            response: response.clone(),
+                            sent: share,
+                            received,
+                        }));
+                    }
+                    return;
+                }
+                Ok(None) | Err(_) => {
+                    let reason = conn
+                        .close_reason()
+                        .map(|e| describe_connection_error(&e))
+                        .unwrap_or_else(|| "the stream ended before every answer came".into());
+                    let drained = super::closed_after_drain(&conn);
+                    fail_all(&mut replies, &|| {
+                        if drained {
+                            ConnError::NotSent {
+                                addr: addr.clone(),
+                                reason: "the node shut down before reading the request".into(),
+                            }
+                        } else {
+                            ConnError::Stream {
+                                addr: addr.clone(),
+                                reason: reason.clone(),
+                            }
+                        }
+                    });
+                    return;
+                }
+            }
+        }
+    };
+    // Callers give up at their own deadlines; the stream is dropped at the last one.
+    let _ = tokio::time::timeout(timeout, work).await;
+}
