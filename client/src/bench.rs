@@ -6,6 +6,11 @@
 //! a key reads the key first (untimed) and every write carries the context of the
 //! worker's previous read or write, so the benchmark measures steady-state overwrites
 //! instead of growing sibling lists. Reads pick any key.
+//!
+//! With a `rate`, the run is open-loop instead (as wrk2 does): operation i is due at
+//! `start + i / rate`, the next free worker sends it when it is due, and its latency is
+//! counted from when it was due, so a stall shows as the queueing delay a real client at
+//! that rate would see rather than hiding it (coordinated omission).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -45,6 +50,9 @@ pub struct BenchOptions {
     /// Load mode: write every key `0..keys` exactly once (blind writes, no reads), then
     /// stop. For loading data before a measurement.
     pub fill: bool,
+    /// Open-loop mode: send this many operations per second in total (at most
+    /// `concurrency` in flight), counting latency from when each was due.
+    pub rate: Option<f64>,
 }
 
 /// Latency summary of one operation type, in microseconds.
@@ -73,6 +81,8 @@ pub struct BenchReport {
     pub read_ratio: f64,
     pub r: String,
     pub w: String,
+    /// The target rate of an open-loop run (None: closed loop).
+    pub rate: Option<f64>,
     pub stats: Vec<OpStats>,
     /// Up to five distinct error messages seen.
     pub sample_errors: Vec<String>,
@@ -119,13 +129,21 @@ pub async fn run(
     let issued = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let schedule = opts.rate.filter(|r| *r > 0.0).map(|rate| {
+        Arc::new(Schedule {
+            start: started,
+            rate,
+            next: AtomicU64::new(0),
+        })
+    });
     let mut workers = Vec::new();
     for i in 0..opts.concurrency.max(1) {
         let client = clients[i % clients.len()].clone();
         let opts = opts.clone();
         let (done, issued, stop) = (done.clone(), issued.clone(), stop.clone());
+        let schedule = schedule.clone();
         workers.push(tokio::spawn(async move {
-            worker(i, client, opts, done, issued, stop).await
+            worker(i, client, opts, done, issued, stop, schedule).await
         }));
     }
     let ticker = {
@@ -179,9 +197,31 @@ pub async fn run(
         read_ratio: opts.read_ratio,
         r: opts.r.to_string(),
         w: opts.w.to_string(),
+        rate: opts.rate,
         stats,
         sample_errors,
     })
+}
+
+/// When the operations of an open-loop run are due.
+struct Schedule {
+    start: Instant,
+    rate: f64,
+    next: AtomicU64,
+}
+
+impl Schedule {
+    /// Takes the next operation and waits until it is due; returns when it was due.
+    async fn next_due(&self) -> Instant {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let due = self.start + Duration::from_secs_f64(i as f64 / self.rate);
+        let now = Instant::now();
+        if due > now {
+            // tokio's timer rounds up to the millisecond, which would count as latency.
+            dynakv_common::timer::sleep(due - now).await;
+        }
+        due
+    }
 }
 
 async fn worker(
@@ -191,6 +231,7 @@ async fn worker(
     done: Arc<AtomicU64>,
     issued: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    schedule: Option<Arc<Schedule>>,
 ) -> WorkerResult {
     let mut result = WorkerResult {
         gets: histogram(),
@@ -254,7 +295,10 @@ async fn worker(
         let outcome = if read {
             let k = rng.gen_range(0..keys);
             let key = format!("{}{k}", opts.prefix);
-            let t0 = Instant::now();
+            let t0 = match &schedule {
+                Some(s) => s.next_due().await,
+                None => Instant::now(),
+            };
             let r = client.get(key.as_bytes(), read_options).await.map(|_| ());
             (r, t0.elapsed())
         } else {
@@ -275,7 +319,10 @@ async fn worker(
                 timeout_ms: opts.timeout_ms,
                 ..WriteOptions::default()
             };
-            let t0 = Instant::now();
+            let t0 = match &schedule {
+                Some(s) => s.next_due().await,
+                None => Instant::now(),
+            };
             let r = client
                 .put(key.as_bytes(), value.clone(), wopts)
                 .await
@@ -312,10 +359,14 @@ async fn worker(
 /// Formats a report as a table.
 pub fn render(report: &BenchReport) -> String {
     let mut out = format!(
-        "{} ops in {:.2} s = {:.0} ops/s  (concurrency {}, {}-byte values, read ratio {:.2}, R={} W={}, {} errors)\n",
+        "{} ops in {:.2} s = {:.0} ops/s  ({}concurrency {}, {}-byte values, read ratio {:.2}, R={} W={}, {} errors)\n",
         report.ops,
         report.elapsed_s,
         report.ops_per_s,
+        report
+            .rate
+            .map(|r| format!("open loop at {r:.0}/s, "))
+            .unwrap_or_default(),
         report.concurrency,
         report.value_size,
         report.read_ratio,

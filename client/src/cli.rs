@@ -217,6 +217,11 @@ struct BenchArgs {
     /// then stop. Ignores --read-ratio, --ops and --duration.
     #[arg(long)]
     fill: bool,
+    /// Open loop: send this many operations per second in total (at most --concurrency in
+    /// flight) and count each latency from when the operation was due, so stalls are not
+    /// hidden. Without it each worker sends its next request when the last one answers.
+    #[arg(long, value_name = "OPS_PER_S")]
+    rate: Option<f64>,
 }
 
 /// Parses the command line and runs the command; the whole program behind the binary.
@@ -574,6 +579,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !(0.0..=1.0).contains(&args.read_ratio) {
                 bail!("--read-ratio must be between 0 and 1");
             }
+            if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                bail!("--rate must be a positive number of operations per second");
+            }
             let mut clients = Vec::new();
             for i in 0..s.nodes.len() {
                 // Each client starts at a different node so load is spread over the cluster.
@@ -594,6 +602,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 read_ratio: if args.fill { 0.0 } else { args.read_ratio },
                 ops: if args.fill { None } else { args.ops },
                 fill: args.fill,
+                rate: args.rate,
                 duration,
                 r: args.r,
                 w: args.w,

@@ -22,6 +22,9 @@ use dynakv_common::wire::{
 };
 use tokio::sync::Mutex;
 
+use crate::routing::Routing;
+use std::collections::HashMap;
+
 use dynakv_common::net::{self as conn, ConnError};
 
 /// How long to wait for a node to accept a connection before trying the next one.
@@ -45,6 +48,11 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Size limits checked before sending.
     pub limits: Limits,
+    /// Send each read and write to a replica of its key (learning the ring from a
+    /// node's status): the connected node when it is one, else the key's first
+    /// reachable primary. Off to make the connected node coordinate everything (tests,
+    /// the lab's routing).
+    pub route_by_key: bool,
 }
 
 impl ClientOptions {
@@ -56,6 +64,7 @@ impl ClientOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             limits: Limits::default(),
+            route_by_key: true,
         }
     }
 }
@@ -191,7 +200,17 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     options: ClientOptions,
     current: Mutex<Option<Current>>,
+    /// Where keys live, when routing by key.
+    routing: std::sync::RwLock<Option<Arc<Routing>>>,
+    /// One connection per node address, for requests routed by key.
+    conns: std::sync::Mutex<HashMap<String, quinn::Connection>>,
+    /// Replica addresses that could not be dialled recently, skipped until then so that
+    /// a down node costs one handshake timeout, not one per request.
+    unreachable: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a replica that could not be dialled is skipped by routing.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Client {
     /// Connects to the first reachable node of `options.nodes`.
@@ -211,9 +230,161 @@ impl Client {
             endpoint,
             options,
             current: Mutex::new(None),
+            routing: std::sync::RwLock::new(None),
+            conns: std::sync::Mutex::new(HashMap::new()),
+            unreachable: std::sync::Mutex::new(HashMap::new()),
         });
         client.connection(None).await?;
+        if client.options.route_by_key {
+            client.refresh_routing().await;
+        }
         Ok(client)
+    }
+
+    /// Learns the ring from the connected node's status (no routing if that fails: the
+    /// connected node then coordinates, forwarding writes as needed).
+    async fn refresh_routing(&self) {
+        let routing = match self.request(&Request::Status).await {
+            Ok(Response::Status(s)) => Routing::from_status(&s).map(Arc::new),
+            _ => None,
+        };
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = routing;
+    }
+
+    fn routing(&self) -> Option<Arc<Routing>> {
+        self.routing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The address of the node the client is connected to, while the connection lives.
+    async fn current_addr(&self) -> Option<String> {
+        let current = self.current.lock().await;
+        current
+            .as_ref()
+            .filter(|c| c.conn.close_reason().is_none())
+            .map(|c| self.options.nodes[c.index].clone())
+    }
+
+    /// A connection to `addr` (reused, or dialled).
+    async fn conn_to(&self, addr: &str) -> Result<quinn::Connection, ConnError> {
+        let cached = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .filter(|c| c.close_reason().is_none())
+            .cloned();
+        if let Some(conn) = cached {
+            return Ok(conn);
+        }
+        let now = std::time::Instant::now();
+        {
+            let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+            match unreachable.get(addr) {
+                Some(until) if *until > now => {
+                    return Err(ConnError::Connect {
+                        addr: addr.to_string(),
+                        reason: "could not be dialled moments ago".into(),
+                    })
+                }
+                Some(_) => {
+                    unreachable.remove(addr);
+                }
+                None => {}
+            }
+        }
+        let conn = match self.dial(addr).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.unreachable
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(addr.to_string(), now + UNREACHABLE_BACKOFF);
+                return Err(e);
+            }
+        };
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends a read or write of `key` straight to one of its replicas (in preference
+    /// order, the next when one cannot take it), or through the connected node when the
+    /// client does not route by key or no replica could be reached. Writes move on only
+    /// when they certainly never reached a replica, as in [`Client::request`].
+    async fn request_for_key(&self, key: &[u8], req: &Request) -> Result<Response, ClientError> {
+        let mut routing = self.routing();
+        if routing.as_ref().is_some_and(|r| r.is_stale()) {
+            self.refresh_routing().await;
+            routing = self.routing();
+        }
+        let Some(routing) = routing else {
+            return self.request(req).await;
+        };
+        let replicas = routing.replicas(key);
+        // The node this client is connected to serves the key as well as any other
+        // replica: no second connection, and the client's choice of node stands.
+        if let Some(current) = self.current_addr().await {
+            if replicas.contains(&current) {
+                return self.request(req).await;
+            }
+        }
+        let max_frame = self.options.limits.max_frame_bytes();
+        let is_write = matches!(req, Request::Put(_));
+        let timeout = self.attempt_timeout(req);
+        for addr in replicas {
+            let conn = match self.conn_to(&addr).await {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            match conn::request(&conn, req, max_frame, timeout).await {
+                Ok(Response::Error(e)) if e.code == ErrorCode::Unavailable => continue,
+                Ok(Response::Error(e)) => return Err(ClientError::Server(e)),
+                Ok(resp) => {
+                    let stale = match &resp {
+                        Response::Get(g) => g.not_a_replica,
+                        Response::Put(p) => p.not_a_replica,
+                        _ => false,
+                    };
+                    if stale {
+                        routing.mark_stale();
+                    }
+                    return Ok(resp);
+                }
+                Err(e @ ConnError::Protocol { .. }) => {
+                    return Err(ClientError::Unexpected(e.to_string()))
+                }
+                Err(e) if is_write && !e.surely_not_delivered() => {
+                    return Err(ClientError::OutcomeUnknown {
+                        reason: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    self.conns
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&addr);
+                }
+            }
+        }
+        self.request(req).await
+    }
+
+    /// How long one attempt waits: the request's own deadline plus a margin, or the
+    /// client's default.
+    fn attempt_timeout(&self, req: &Request) -> Duration {
+        let server_deadline = match req {
+            Request::Get(g) => g.timeout_ms,
+            Request::Put(p) => p.timeout_ms,
+            _ => None,
+        };
+        server_deadline
+            .map(|ms| Duration::from_millis(u64::from(ms)) + ANSWER_MARGIN)
+            .unwrap_or(self.options.request_timeout)
     }
 
     /// The node addresses this client knows.
@@ -275,14 +446,7 @@ impl Client {
         let max_frame = self.options.limits.max_frame_bytes();
         let is_write = matches!(req, Request::Put(_));
         // Wait at least as long as the node was asked to, plus a margin for the answer.
-        let server_deadline = match req {
-            Request::Get(g) => g.timeout_ms,
-            Request::Put(p) => p.timeout_ms,
-            _ => None,
-        };
-        let timeout = server_deadline
-            .map(|ms| Duration::from_millis(u64::from(ms)) + ANSWER_MARGIN)
-            .unwrap_or(self.options.request_timeout);
+        let timeout = self.attempt_timeout(req);
         let mut failed = None;
         let mut attempts = Vec::new();
         for _ in 0..self.options.nodes.len() {
@@ -330,7 +494,7 @@ impl Client {
             read_repair: opts.read_repair,
             timeout_ms: opts.timeout_ms,
         });
-        match self.request(&req).await? {
+        match self.request_for_key(key, &req).await? {
             Response::Get(g) => Ok(GetResult {
                 values: g.values,
                 context: g.context,
@@ -373,7 +537,7 @@ impl Client {
             timeout_ms: opts.timeout_ms,
             forwarded: false,
         });
-        match self.request(&req).await? {
+        match self.request_for_key(key, &req).await? {
             Response::Put(p) => Ok(PutResult {
                 context: p.context,
                 replicas_acked: p.replicas_acked,
@@ -431,6 +595,16 @@ impl Client {
     pub async fn close(&self) {
         if let Some(c) = self.current.lock().await.take() {
             c.conn.close(0u32.into(), b"bye");
+        }
+        let replicas: Vec<quinn::Connection> = self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, conn)| conn)
+            .collect();
+        for conn in replicas {
+            conn.close(0u32.into(), b"bye");
         }
         self.endpoint.wait_idle().await;
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`client`]: [`Client`] — connect to any node, fail over to the next, get/put/delete
 //!   with per-request R/W and causal contexts.
+//! - [`routing`]: the client's view of the ring, to send each key to a replica.
 //! - [`tls`]: the client's mutual-TLS configuration under the cluster CA.
 //! - [`settings`]: where the CLI finds nodes and certificates (flags, environment,
 //!   `client.toml`).
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod lab;
 pub mod labcmd;
+pub mod routing;
 pub mod settings;
 pub mod show;
 pub mod tls;

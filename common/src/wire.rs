@@ -425,6 +425,9 @@ pub struct GetResponse {
     pub context: Clock,
     /// How many replicas answered before the response was sent.
     pub replicas_answered: u8,
+    /// The receiving node is not a replica of the key: a client routing by key has a
+    /// stale view of the ring.
+    pub not_a_replica: bool,
 }
 
 /// The answer to a write.
@@ -434,6 +437,8 @@ pub struct PutResponse {
     pub context: Clock,
     /// How many replicas acknowledged before the response was sent.
     pub replicas_acked: u8,
+    /// The receiving node is not a replica of the key and forwarded the write.
+    pub not_a_replica: bool,
 }
 
 /// One member as a node sees it.

@@ -276,6 +276,7 @@ async fn wait_until_ready(opts: &DevOptions) -> anyhow::Result<()> {
         let mut ready = 0;
         for node in &settings.nodes {
             let mut one = ClientOptions::new(vec![node.clone()], settings.tls_config()?);
+            one.route_by_key = false;
             one.connect_timeout = Duration::from_millis(500);
             one.request_timeout = Duration::from_secs(2);
             match Client::connect(one).await {

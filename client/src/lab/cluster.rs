@@ -234,6 +234,8 @@ impl LabCluster {
     ) -> Result<Arc<Client>, LabError> {
         let tls = self.settings.tls_config().map_err(|e| lab_err("tls", e))?;
         let mut opts = ClientOptions::new(order, tls);
+        // The lab chooses the node each request goes through (its routing setting).
+        opts.route_by_key = false;
         opts.connect_timeout = Duration::from_secs(1);
         opts.request_timeout = timeout;
         Client::connect(opts)

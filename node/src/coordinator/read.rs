@@ -180,6 +180,7 @@ async fn coordinate(node: Arc<NodeState>, req: GetRequest) -> Response {
         values,
         context: merged.clock().clone(),
         replicas_answered: tracker.ok_count() as u8,
+        not_a_replica: !plan.is_primary(&me),
     });
 
     let window = node.config.read_repair_window();

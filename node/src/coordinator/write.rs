@@ -199,6 +199,7 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
     Response::Put(PutResponse {
         context: state.write_context(&context, &dot),
         replicas_acked: tracker.ok_count() as u8,
+        not_a_replica: false,
     })
 }
 
@@ -298,6 +299,10 @@ async fn forward(
             // Refused unread (overloaded, shutting down): nothing done, try the next one.
             Ok(Response::Error(e)) if e.code == ErrorCode::Unavailable => {
                 why.push(format!("{peer}: {}", e.message));
+            }
+            Ok(Response::Put(mut put)) => {
+                put.not_a_replica = true;
+                return Response::Put(put);
             }
             Ok(resp) => return resp,
             // Never reached the replica: safe to try the next one.

@@ -230,6 +230,8 @@ impl Cluster {
 
     async fn client_with(&self, nodes: Vec<String>) -> anyhow::Result<Arc<Client>> {
         let mut opts = ClientOptions::new(nodes, self.settings.tls_config()?);
+        // Tests choose the coordinating node on purpose.
+        opts.route_by_key = false;
         opts.connect_timeout = Duration::from_secs(2);
         Ok(Client::connect(opts).await?)
     }

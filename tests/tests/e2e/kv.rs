@@ -143,3 +143,67 @@ async fn writes_through_a_non_replica_are_coordinated_by_a_replica() -> anyhow::
     assert_eq!(forwarded, Some(3), "n1 forwarded every write");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_knows_the_ring_sends_each_key_to_a_replica() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 4,
+        replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    // Seeded with n1 only; it learns the ring from n1's status.
+    let mut opts = dynakv_client::ClientOptions::new(
+        vec![cluster.nodes[0].addr.clone()],
+        cluster.settings.tls_config()?,
+    );
+    opts.route_by_key = true;
+    let routed = dynakv_client::Client::connect(opts).await?;
+    for i in 0..40 {
+        let key = format!("routed-{i}");
+        routed
+            .put(key.as_bytes(), b"v".to_vec(), WriteOptions::default())
+            .await?;
+        let g = routed.get(key.as_bytes(), ReadOptions::default()).await?;
+        assert_eq!(g.values, vec![b"v".to_vec()]);
+    }
+    // No node had to forward a write: each went straight to a replica of its key.
+    for i in 0..4 {
+        let counters = cluster.counters(i).await?;
+        assert_eq!(counters["puts_forwarded"], 0, "node {i}: {counters:?}");
+    }
+    // A node that is not a replica says so (that is how a client learns its ring is stale).
+    let ids: Vec<dynakv_common::NodeId> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let ring = dynakv_common::Ring::new(64, &ids)?;
+    let key = (0..)
+        .map(|i| format!("elsewhere-{i}"))
+        .find(|k| {
+            !ring
+                .preference_list_for_key(k.as_bytes(), 3)
+                .contains(&ids[0])
+        })
+        .expect("some key is not replicated on n1");
+    let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(cluster.settings.tls_config()?);
+    let conn = endpoint
+        .connect(addr, dynakv_common::wire::NODE_SERVER_NAME)?
+        .await?;
+    let req = dynakv_common::wire::Request::Get(dynakv_common::wire::GetRequest {
+        key: key.into_bytes(),
+        r: Quorum::One,
+        mode: Default::default(),
+        read_repair: Default::default(),
+        timeout_ms: None,
+    });
+    match dynakv_common::net::request(&conn, &req, 1 << 20, std::time::Duration::from_secs(10))
+        .await?
+    {
+        dynakv_common::wire::Response::Get(g) => assert!(g.not_a_replica),
+        other => panic!("{other:?}"),
+    }
+    Ok(())
+}
