@@ -16,7 +16,8 @@ use crate::NodeId;
 
 /// ALPN protocol id; bump on any incompatible change to these messages.
 /// v2: sloppy quorums and hints, read-repair modes, anti-entropy and reaping messages.
-pub const ALPN: &[u8] = b"dynakv/2";
+/// v3: fault and conflict-policy admin messages, batched replica messages, `not_a_replica`.
+pub const ALPN: &[u8] = b"dynakv/3";
 
 /// The TLS name an admin certificate carries (`dynakv-node cert client --admin`): admin
 /// requests (anti-entropy control, replica debugging, fault injection) need it or a node

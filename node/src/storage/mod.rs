@@ -144,6 +144,8 @@ pub enum StorageIo {
     Threads,
     /// Engine calls on the caller's runtime, fsyncs on the syncer thread: no wake-ups
     /// for memtable reads and writes (microseconds), while the disk syncs in parallel.
+    /// A write that arrives during an fsync (which holds fjall's journal lock) runs on
+    /// the blocking pool instead, so the event loop never waits for the disk.
     Inline,
     /// Engine calls and fsyncs on the caller's runtime (a syncer task), as Redis does:
     /// no thread wakes another, but each fsync holds the event loop.
@@ -452,14 +454,27 @@ impl Inner {
 impl Inner {
     /// Runs an engine call where the store's I/O mode says: right here, or on the
     /// blocking pool.
-    async fn run<R, F>(self: &Arc<Self>, op: &'static str, f: F) -> Result<R, StorageError>
+    /// Under [`StorageIo::Inline`], a write that would queue behind a running fsync
+    /// (fjall holds its journal lock through it) goes to the blocking pool instead, so
+    /// the event loop never waits for the disk; other calls run right here.
+    async fn run<R, F>(
+        self: &Arc<Self>,
+        op: &'static str,
+        writes: bool,
+        f: F,
+    ) -> Result<R, StorageError>
     where
         F: FnOnce(&Inner) -> Result<R, StorageError> + Send + 'static,
         R: Send + 'static,
     {
-        match self.io {
-            StorageIo::Inline | StorageIo::InlineSync => f(self),
-            StorageIo::Threads => {
+        let off_loop = match self.io {
+            StorageIo::InlineSync => false,
+            StorageIo::Inline => writes && self.shared.syncing.load(Ordering::SeqCst),
+            StorageIo::Threads => true,
+        };
+        match off_loop {
+            false => f(self),
+            true => {
                 let inner = Arc::clone(self);
                 tokio::task::spawn_blocking(move || f(&inner))
                     .await
@@ -519,6 +534,7 @@ impl Storage {
             written: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             largest_group: AtomicU64::new(0),
+            syncing: AtomicBool::new(false),
             ctl: Mutex::new(SyncCtl::default()),
             wake: Condvar::new(),
             wake_task: tokio::sync::Notify::new(),
@@ -578,7 +594,7 @@ impl Storage {
         self.inner.check_open("get")?;
         let key = key.to_vec();
         self.inner
-            .run("get", move |inner| {
+            .run("get", false, move |inner| {
                 inner
                     .keyspace(space)
                     .get(&key)
@@ -621,7 +637,7 @@ impl Storage {
         self.inner.check_writable("modify")?;
         let (r, seq) = self
             .inner
-            .run("modify", move |inner| {
+            .run("modify", true, move |inner| {
                 // A panicking closure must not take the node down with it (the blocking
                 // pool catches panics the same way).
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -669,7 +685,7 @@ impl Storage {
         self.inner.check_writable(op)?;
         let seq = self
             .inner
-            .run(op, move |inner| {
+            .run(op, true, move |inner| {
                 // Take the stripe lock so a blind write cannot land between a concurrent
                 // modify's read and its apply.
                 let _guard = lock(inner.stripe(space, &key));

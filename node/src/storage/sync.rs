@@ -1,6 +1,6 @@
 //! Group commit: the syncer thread and the state it shares with writers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -38,6 +38,9 @@ pub(super) struct Shared {
     pub(super) written: AtomicU64,
     pub(super) fsyncs: AtomicU64,
     pub(super) largest_group: AtomicU64,
+    /// An fsync is running. fjall holds its journal lock through it, so a write begun
+    /// now would wait for the disk.
+    pub(super) syncing: AtomicBool,
     pub(super) ctl: Mutex<SyncCtl>,
     pub(super) wake: Condvar,
     /// Wakes the syncer when it runs as a task on the runtime (inline I/O).
@@ -113,7 +116,10 @@ impl Shared {
         if let Some(e) = self.test.injected_sync_error() {
             return Err(e);
         }
-        self.db.persist(PersistMode::SyncData)
+        self.syncing.store(true, Ordering::SeqCst);
+        let result = self.db.persist(PersistMode::SyncData);
+        self.syncing.store(false, Ordering::SeqCst);
+        result
     }
 }
 
