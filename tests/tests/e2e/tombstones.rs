@@ -152,8 +152,19 @@ async fn a_hint_older_than_the_grace_period_cannot_bring_back_a_reaped_delete() 
     cluster.kill(fallback);
     cluster.restart(owner).await?;
     cluster.wait_sees_up(primaries[0], &[owner]).await?;
-    // The owner lacks the key; a delete that sees the value reaches every primary.
-    let read = client.get(key, ReadOptions::with_r(Quorum::All)).await?;
+    // The owner lacks the key; a delete that sees the value reaches every primary. (A
+    // deadline longer than the node's 2 s: the owner has just restarted (rebuilding its
+    // hash trees, reconnecting to peers), and a debug build on a loaded two-core CI
+    // machine once took longer than 2 s to answer this read.)
+    let read = client
+        .get(
+            key,
+            ReadOptions {
+                timeout_ms: Some(15_000),
+                ..ReadOptions::with_r(Quorum::All)
+            },
+        )
+        .await?;
     assert_eq!(read.values, vec![b"old".to_vec()]);
     client
         .delete(
