@@ -2,9 +2,10 @@
 //!
 //! `concurrency` workers each loop: pick read or write by `read_ratio`, pick a key, send,
 //! record the latency. Workers are spread over the given nodes (one client connection
-//! per node). Each worker writes only its own slice of the key space; its first write of
-//! a key reads the key first (untimed) and every write carries the context of the
-//! worker's previous read or write, so the benchmark measures steady-state overwrites
+//! per node). Each worker writes only its own slice of the key space; before the clock
+//! starts it reads each key of its slice once (up to [`WARM_UP_MAX_KEYS`] keys in all;
+//! beyond that, a key's first write reads it first, untimed) and every write carries the
+//! context of the worker's previous read or write, so the benchmark measures steady-state overwrites
 //! instead of growing sibling lists. Reads pick any key.
 //!
 //! With a `rate`, the run is open-loop instead (as wrk2 does): operation i is due at
@@ -15,7 +16,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dynakv_common::quorum::Quorum;
@@ -25,6 +26,10 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::client::{Client, ClientError, ReadOptions, WriteOptions};
+
+/// Up to this many keys, the workers fetch the contexts of the keys they write before
+/// the clock starts, so the timed run is writes only.
+pub const WARM_UP_MAX_KEYS: u64 = 100_000;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -125,36 +130,47 @@ pub async fn run(
     if clients.is_empty() {
         return Err(ClientError::NoNodes);
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let issued = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
+    let counters = Arc::new(Counters::default());
     let schedule = opts.rate.filter(|r| *r > 0.0).map(|rate| {
         Arc::new(Schedule {
-            start: started,
+            start: OnceLock::new(),
             rate,
             next: AtomicU64::new(0),
         })
     });
+    let n = opts.concurrency.max(1);
+    // Every worker warms up, then all start together with the clock.
+    let warmed = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let go = Arc::new(tokio::sync::Barrier::new(n + 1));
     let mut workers = Vec::new();
-    for i in 0..opts.concurrency.max(1) {
+    for i in 0..n {
         let client = clients[i % clients.len()].clone();
         let opts = opts.clone();
-        let (done, issued, stop) = (done.clone(), issued.clone(), stop.clone());
+        let counters = counters.clone();
         let schedule = schedule.clone();
+        let (warmed, go) = (warmed.clone(), go.clone());
         workers.push(tokio::spawn(async move {
-            worker(i, client, opts, done, issued, stop, schedule).await
+            let contexts = warm_up(i, &client, &opts).await;
+            warmed.wait().await;
+            go.wait().await;
+            worker(i, client, opts, contexts, counters, schedule).await
         }));
     }
+    warmed.wait().await;
+    let started = Instant::now();
+    if let Some(s) = &schedule {
+        let _ = s.start.set(started);
+    }
+    go.wait().await;
     let ticker = {
-        let (done, stop) = (done.clone(), stop.clone());
+        let counters = counters.clone();
         let deadline = opts.duration.map(|d| started + d);
         tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
+            while !counters.stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                progress(done.load(Ordering::Relaxed));
+                progress(counters.done.load(Ordering::Relaxed));
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    stop.store(true, Ordering::Relaxed);
+                    counters.stop.store(true, Ordering::Relaxed);
                 }
             }
         })
@@ -177,7 +193,7 @@ pub async fn run(
         }
     }
     let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    counters.stop.store(true, Ordering::Relaxed);
     let _ = ticker.await;
     let ops = gets.len() + puts.len();
     let mut stats = Vec::new();
@@ -203,9 +219,34 @@ pub async fn run(
     })
 }
 
+/// Before the clock starts: the contexts of the keys this worker writes (its slice of
+/// the key space), when writes are part of the mix and there are few enough keys.
+async fn warm_up(index: usize, client: &Client, opts: &BenchOptions) -> HashMap<u64, Clock> {
+    let mut contexts = HashMap::new();
+    if opts.fill || opts.read_ratio >= 1.0 || opts.keys > WARM_UP_MAX_KEYS {
+        return contexts;
+    }
+    let workers = opts.concurrency.max(1) as u64;
+    let keys = opts.keys.max(workers);
+    let read_options = ReadOptions {
+        r: opts.r,
+        timeout_ms: opts.timeout_ms,
+        ..ReadOptions::default()
+    };
+    for slot in 0..keys / workers {
+        let k = slot * workers + index as u64;
+        let key = format!("{}{k}", opts.prefix);
+        if let Ok(g) = client.get(key.as_bytes(), read_options).await {
+            contexts.insert(k, g.context);
+        }
+    }
+    contexts
+}
+
 /// When the operations of an open-loop run are due.
 struct Schedule {
-    start: Instant,
+    /// Set when the clock starts, after the warm-up.
+    start: OnceLock<Instant>,
     rate: f64,
     next: AtomicU64,
 }
@@ -214,23 +255,39 @@ impl Schedule {
     /// Takes the next operation and waits until it is due; returns when it was due.
     async fn next_due(&self) -> Instant {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let due = self.start + Duration::from_secs_f64(i as f64 / self.rate);
+        let start = *self.start.get_or_init(Instant::now);
+        let due = start + Duration::from_secs_f64(i as f64 / self.rate);
+        // tokio's timer rounds up to the millisecond, which would count as latency: it
+        // only brings the worker close, the precise timer does the rest.
+        let coarse = due.checked_sub(Duration::from_millis(10));
+        if let Some(coarse) = coarse.filter(|c| *c > Instant::now()) {
+            tokio::time::sleep_until(coarse.into()).await;
+        }
         let now = Instant::now();
         if due > now {
-            // tokio's timer rounds up to the millisecond, which would count as latency.
             dynakv_common::timer::sleep(due - now).await;
         }
         due
     }
 }
 
+/// What the workers and the progress ticker share.
+#[derive(Default)]
+struct Counters {
+    /// Operations completed.
+    done: AtomicU64,
+    /// Operations started (for `ops`).
+    issued: AtomicU64,
+    /// Set when the run is over.
+    stop: AtomicBool,
+}
+
 async fn worker(
     index: usize,
     client: Arc<Client>,
     opts: BenchOptions,
-    done: Arc<AtomicU64>,
-    issued: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+    mut contexts: HashMap<u64, Clock>,
+    counters: Arc<Counters>,
     schedule: Option<Arc<Schedule>>,
 ) -> WorkerResult {
     let mut result = WorkerResult {
@@ -243,14 +300,13 @@ async fn worker(
     let workers = opts.concurrency.max(1) as u64;
     let keys = opts.keys.max(workers);
     let keys = if opts.fill { opts.keys } else { keys };
-    let mut contexts: HashMap<u64, Clock> = HashMap::new();
     let mut rng = rand::rngs::StdRng::from_entropy();
     let value: Vec<u8> = (0..opts.value_size)
         .map(|i| b'a' + (i % 26) as u8)
         .collect();
     let mut next_fill = 0u64;
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if counters.stop.load(Ordering::Relaxed) {
             break;
         }
         if opts.fill {
@@ -278,11 +334,11 @@ async fn worker(
                     }
                 }
             }
-            done.fetch_add(1, Ordering::Relaxed);
+            counters.done.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         if let Some(limit) = opts.ops {
-            if issued.fetch_add(1, Ordering::Relaxed) >= limit {
+            if counters.issued.fetch_add(1, Ordering::Relaxed) >= limit {
                 break;
             }
         }
@@ -351,7 +407,7 @@ async fn worker(
                 }
             }
         }
-        done.fetch_add(1, Ordering::Relaxed);
+        counters.done.fetch_add(1, Ordering::Relaxed);
     }
     result
 }
