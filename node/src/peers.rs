@@ -142,7 +142,29 @@ impl Peers {
     /// Sends a replica read or write (owned, so it can join a batch): coalesced with the
     /// others queued for the same peer at the same moment (`common::net::coalesce`),
     /// unless faults are injected, which act on each message alone.
+    ///
+    /// A replica message is a merge or a read, so sending it twice is harmless: when its
+    /// connection broke (the peer restarted, or a connection to its previous process was
+    /// closed under it), it is sent once more on a fresh connection if time is left.
     pub async fn send(
+        &self,
+        peer: &NodeId,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, ConnError> {
+        let started = tokio::time::Instant::now();
+        match self.send_once(peer, req.clone(), timeout).await {
+            Err(ConnError::NotSent { .. } | ConnError::Stream { .. })
+                if started.elapsed() < timeout =>
+            {
+                self.send_once(peer, req, timeout.saturating_sub(started.elapsed()))
+                    .await
+            }
+            result => result,
+        }
+    }
+
+    async fn send_once(
         &self,
         peer: &NodeId,
         req: Request,
@@ -245,6 +267,14 @@ impl Peers {
 
     fn record_failure(&self, peer: &NodeId, cause: &str, misconfigured: bool) {
         if self.membership.record_failure(peer) {
+            // A connection to a peer that stopped answering only times out later; drop it
+            // so that the first request after the peer is back dials its new process.
+            // (A dial in progress holds the slot and is fresh anyway.)
+            if let Ok(mut slot) = self.slot(peer).try_lock() {
+                if let Some(conn) = slot.take() {
+                    conn.close(0u32.into(), b"peer down");
+                }
+            }
             if misconfigured {
                 error!(peer = %peer, cause = %cause, "peer refused: cluster configuration differs");
             } else {
