@@ -17,14 +17,14 @@ use dynakv_common::quorum::Quorum;
 use dynakv_common::replication::QuorumMode;
 use dynakv_common::version::{encode_context, Clock};
 use dynakv_common::wire::{
-    AntiEntropyStatus, DebugReplica, ErrorCode, FaultSpec, GetRequest, PutRequest, ReadRepair,
-    Request, Response, StatusResponse, WireError, NODE_SERVER_NAME,
+    AntiEntropyStatus, DebugReplica, ErrorCode, FaultSpec, GetRequest, GetResponse, PutRequest,
+    PutResponse, ReadRepair, Request, Response, StatusResponse, WireError, NODE_SERVER_NAME,
 };
 use tokio::sync::Mutex;
 
-use crate::routing::Routing;
 use std::collections::HashMap;
 
+use crate::routing::Routing;
 use dynakv_common::net::{self as conn, ConnError};
 
 /// How long to wait for a node to accept a connection before trying the next one.
@@ -209,6 +209,36 @@ pub struct Client {
     unreachable: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
+/// What one attempt's outcome means for a request.
+enum Attempt {
+    /// The request is answered, or failed in a way another node cannot help with.
+    Done(Result<Response, ClientError>),
+    /// Nothing was done (refused unread, or never delivered; or a read that failed):
+    /// try the next node. Carries why, for the error if none can take it.
+    Next(String),
+}
+
+/// Judges one attempt. A write moves on only if it certainly never reached the node:
+/// retrying a write that may have been applied could store it twice, as a sibling.
+fn judge(outcome: Result<Response, ConnError>, is_write: bool) -> Attempt {
+    match outcome {
+        // Refused before being read (overloaded, shutting down): nothing was done, so
+        // any request may go to the next node.
+        Ok(Response::Error(e)) if e.code == ErrorCode::Unavailable => Attempt::Next(e.message),
+        Ok(Response::Error(e)) => Attempt::Done(Err(ClientError::Server(e))),
+        Ok(resp) => Attempt::Done(Ok(resp)),
+        Err(e @ ConnError::Protocol { .. }) => {
+            Attempt::Done(Err(ClientError::Unexpected(e.to_string())))
+        }
+        Err(e) if is_write && !e.surely_not_delivered() => {
+            Attempt::Done(Err(ClientError::OutcomeUnknown {
+                reason: e.to_string(),
+            }))
+        }
+        Err(e) => Attempt::Next(e.to_string()),
+    }
+}
+
 /// How long a replica that could not be dialled is skipped by routing.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -341,34 +371,30 @@ impl Client {
                 Ok(c) => c,
                 Err(_) => continue,
             };
-            match conn::request(&conn, req, max_frame, timeout).await {
-                Ok(Response::Error(e)) if e.code == ErrorCode::Unavailable => continue,
-                Ok(Response::Error(e)) => return Err(ClientError::Server(e)),
-                Ok(resp) => {
-                    let stale = match &resp {
-                        Response::Get(g) => g.not_a_replica,
-                        Response::Put(p) => p.not_a_replica,
-                        _ => false,
-                    };
-                    if stale {
+            let outcome = conn::request(&conn, req, max_frame, timeout).await;
+            let broken = outcome.is_err();
+            match judge(outcome, is_write) {
+                Attempt::Done(result) => {
+                    if let Ok(Response::Get(GetResponse {
+                        not_a_replica: true,
+                        ..
+                    }))
+                    | Ok(Response::Put(PutResponse {
+                        not_a_replica: true,
+                        ..
+                    })) = &result
+                    {
                         routing.mark_stale();
                     }
-                    return Ok(resp);
+                    return result;
                 }
-                Err(e @ ConnError::Protocol { .. }) => {
-                    return Err(ClientError::Unexpected(e.to_string()))
-                }
-                Err(e) if is_write && !e.surely_not_delivered() => {
-                    return Err(ClientError::OutcomeUnknown {
-                        reason: e.to_string(),
-                    })
-                }
-                Err(_) => {
+                Attempt::Next(_) if broken => {
                     self.conns
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&addr);
                 }
+                Attempt::Next(_) => {}
             }
         }
         self.request(req).await
@@ -458,25 +484,13 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            match conn::request(&conn, req, max_frame, timeout).await {
-                // Refused before being read (overloaded, shutting down): nothing was done,
-                // so any request may go to the next node.
-                Ok(Response::Error(e)) if e.code == ErrorCode::Unavailable => {
-                    attempts.push((self.options.nodes[index].clone(), e.message));
-                    failed = Some(index);
-                }
-                Ok(Response::Error(e)) => return Err(ClientError::Server(e)),
-                Ok(resp) => return Ok(resp),
-                Err(e @ ConnError::Protocol { .. }) => {
-                    return Err(ClientError::Unexpected(e.to_string()))
-                }
-                Err(e) if is_write && !e.surely_not_delivered() => {
-                    return Err(ClientError::OutcomeUnknown {
-                        reason: e.to_string(),
-                    })
-                }
-                Err(e) => {
-                    attempts.push((self.options.nodes[index].clone(), e.to_string()));
+            match judge(
+                conn::request(&conn, req, max_frame, timeout).await,
+                is_write,
+            ) {
+                Attempt::Done(result) => return result,
+                Attempt::Next(why) => {
+                    attempts.push((self.options.nodes[index].clone(), why));
                     failed = Some(index);
                 }
             }

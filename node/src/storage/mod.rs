@@ -453,8 +453,7 @@ impl Inner {
 
 impl Inner {
     /// Runs an engine call where the store's I/O mode says: right here, or on the
-    /// blocking pool.
-    /// Under [`StorageIo::Inline`], a write that would queue behind a running fsync
+    /// blocking pool. Under [`StorageIo::Inline`], a write that would queue behind a running fsync
     /// (fjall holds its journal lock through it) goes to the blocking pool instead, so
     /// the event loop never waits for the disk; other calls run right here.
     async fn run<R, F>(
@@ -472,15 +471,13 @@ impl Inner {
             StorageIo::Inline => writes && self.shared.syncing.load(Ordering::SeqCst),
             StorageIo::Threads => true,
         };
-        match off_loop {
-            false => f(self),
-            true => {
-                let inner = Arc::clone(self);
-                tokio::task::spawn_blocking(move || f(&inner))
-                    .await
-                    .map_err(|e| StorageError::task(op, e))?
-            }
+        if !off_loop {
+            return f(self);
         }
+        let inner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StorageError::task(op, e))?
     }
 }
 

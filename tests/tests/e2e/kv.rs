@@ -92,18 +92,9 @@ async fn writes_through_a_non_replica_are_coordinated_by_a_replica() -> anyhow::
         ..Default::default()
     })
     .await?;
-    let ids: Vec<dynakv_common::NodeId> = ["n1", "n2", "n3", "n4"]
-        .iter()
-        .map(|s| s.parse())
-        .collect::<Result<_, _>>()?;
-    let ring = dynakv_common::Ring::new(64, &ids)?;
     let key = (0..)
         .map(|i| format!("fwd-{i}"))
-        .find(|k| {
-            !ring
-                .preference_list_for_key(k.as_bytes(), 3)
-                .contains(&ids[0])
-        })
+        .find(|k| !cluster.placement(k.as_bytes(), 3).0.contains(&0))
         .expect("some key is not replicated on n1");
     let outsider = cluster.client_only(0).await?;
     let put = outsider
@@ -173,18 +164,9 @@ async fn a_client_that_knows_the_ring_sends_each_key_to_a_replica() -> anyhow::R
         assert_eq!(counters["puts_forwarded"], 0, "node {i}: {counters:?}");
     }
     // A node that is not a replica says so (that is how a client learns its ring is stale).
-    let ids: Vec<dynakv_common::NodeId> = ["n1", "n2", "n3", "n4"]
-        .iter()
-        .map(|s| s.parse())
-        .collect::<Result<_, _>>()?;
-    let ring = dynakv_common::Ring::new(64, &ids)?;
     let key = (0..)
         .map(|i| format!("elsewhere-{i}"))
-        .find(|k| {
-            !ring
-                .preference_list_for_key(k.as_bytes(), 3)
-                .contains(&ids[0])
-        })
+        .find(|k| !cluster.placement(k.as_bytes(), 3).0.contains(&0))
         .expect("some key is not replicated on n1");
     let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
