@@ -144,8 +144,9 @@ pub enum StorageIo {
     Threads,
     /// Engine calls on the caller's runtime, fsyncs on the syncer thread: no wake-ups
     /// for memtable reads and writes (microseconds), while the disk syncs in parallel.
-    /// A write that arrives during an fsync (which holds fjall's journal lock) runs on
-    /// the blocking pool instead, so the event loop never waits for the disk.
+    /// The syncer fsyncs the journal outside fjall's journal lock, so a write never
+    /// waits for the disk; only if it must fall back to fjall's own persist (which holds
+    /// the lock) does a write that arrives meanwhile run on the blocking pool.
     Inline,
     /// Engine calls and fsyncs on the caller's runtime (a syncer task), as Redis does:
     /// no thread wakes another, but each fsync holds the event loop.
@@ -453,8 +454,8 @@ impl Inner {
 
 impl Inner {
     /// Runs an engine call where the store's I/O mode says: right here, or on the
-    /// blocking pool. Under [`StorageIo::Inline`], a write that would queue behind a running fsync
-    /// (fjall holds its journal lock through it) goes to the blocking pool instead, so
+    /// blocking pool. Under [`StorageIo::Inline`], a write that would queue behind an fsync
+    /// holding fjall's journal lock (the syncer's fallback) goes to the blocking pool, so
     /// the event loop never waits for the disk; other calls run right here.
     async fn run<R, F>(
         self: &Arc<Self>,
@@ -528,8 +529,11 @@ impl Storage {
 
         let shared = Arc::new(Shared {
             db,
+            dir: dir.to_path_buf(),
+            journal: Mutex::new(None),
             written: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            fsyncs_under_engine_lock: AtomicU64::new(0),
             largest_group: AtomicU64::new(0),
             syncing: AtomicBool::new(false),
             ctl: Mutex::new(SyncCtl::default()),

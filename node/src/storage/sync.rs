@@ -1,5 +1,7 @@
 //! Group commit: the syncer thread and the state it shares with writers.
 
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -34,12 +36,18 @@ pub(super) struct SyncCtl {
 /// `Inner`, so dropping the last `Storage` stops it.
 pub(super) struct Shared {
     pub(super) db: Database,
+    /// The database's directory, where fjall keeps its journal files (`<id>.jnl`).
+    pub(super) dir: PathBuf,
+    /// The syncer's own handle on the active journal file (see [`Shared::persist`]).
+    pub(super) journal: Mutex<Option<JournalFile>>,
     /// Highest sequence number handed out; every write up to it is applied.
     pub(super) written: AtomicU64,
     pub(super) fsyncs: AtomicU64,
+    /// fsyncs that had to go through fjall's persist, under its journal lock.
+    pub(super) fsyncs_under_engine_lock: AtomicU64,
     pub(super) largest_group: AtomicU64,
-    /// An fsync is running. fjall holds its journal lock through it, so a write begun
-    /// now would wait for the disk.
+    /// An fsync is running under fjall's journal lock (the fallback of
+    /// [`Shared::persist`]), so a write begun now would wait for the disk.
     pub(super) syncing: AtomicBool,
     pub(super) ctl: Mutex<SyncCtl>,
     pub(super) wake: Condvar,
@@ -50,8 +58,15 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Asks for an fsync. Only the first request after the syncer took the last one
+    /// wakes it (a futex call); later ones find it already asked.
     pub(super) fn request_sync(&self) {
-        lock(&self.ctl).requested = true;
+        let mut ctl = lock(&self.ctl);
+        if ctl.requested {
+            return;
+        }
+        ctl.requested = true;
+        drop(ctl);
         self.wake.notify_one();
         self.wake_task.notify_one();
     }
@@ -111,15 +126,91 @@ impl Shared {
         ctl.shutdown
     }
 
+    /// Makes every write applied so far durable.
+    ///
+    /// fjall's own `persist(SyncData)` holds its journal lock through the fsync, so every
+    /// write on the node would wait for the disk. Instead: flush fjall's journal buffer
+    /// to the OS under the lock (a `write`, no disk wait), then `fdatasync` the active
+    /// journal file through the syncer's own descriptor, outside the lock. fsync acts on
+    /// the file, not the descriptor, so this covers every byte flushed before it. The
+    /// active journal is the highest-numbered one; it is looked up *after* the flush, so
+    /// if fjall rotated in between, the journal that took the flushed writes was already
+    /// fsync'd by the rotation itself (fjall syncs a journal as it seals it). If the file
+    /// cannot be found (a different engine layout), it falls back to fjall's persist.
     fn persist(&self) -> Result<(), fjall::Error> {
         #[cfg(test)]
         if let Some(e) = self.test.injected_sync_error() {
             return Err(e);
         }
-        self.syncing.store(true, Ordering::SeqCst);
-        let result = self.db.persist(PersistMode::SyncData);
-        self.syncing.store(false, Ordering::SeqCst);
-        result
+        self.db.persist(PersistMode::Buffer)?;
+        let mut journal = lock(&self.journal);
+        match JournalFile::follow(&self.dir, &mut journal) {
+            Ok(Some(file)) => file.sync_data().map_err(fjall::Error::Io),
+            Ok(None) | Err(_) => {
+                drop(journal);
+                self.fsyncs_under_engine_lock
+                    .fetch_add(1, Ordering::Relaxed);
+                self.syncing.store(true, Ordering::SeqCst);
+                let result = self.db.persist(PersistMode::SyncData);
+                self.syncing.store(false, Ordering::SeqCst);
+                result
+            }
+        }
+    }
+}
+
+/// The active journal file of a fjall database, as the syncer follows it.
+pub(super) struct JournalFile {
+    id: u64,
+    file: File,
+}
+
+impl JournalFile {
+    #[cfg(test)]
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn path(dir: &Path, id: u64) -> PathBuf {
+        dir.join(format!("{id}.jnl"))
+    }
+
+    /// The active (highest-numbered) journal in `dir`, starting from the one followed
+    /// so far: after a rotation its successor exists, so moving on costs one failed
+    /// `open` per sync. None if `dir` holds no journal.
+    pub(super) fn follow<'a>(
+        dir: &Path,
+        current: &'a mut Option<JournalFile>,
+    ) -> std::io::Result<Option<&'a File>> {
+        let mut id = match current {
+            Some(j) => j.id,
+            None => {
+                let newest = std::fs::read_dir(dir)?
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        let name = e.file_name();
+                        name.to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok()
+                    })
+                    .max();
+                let Some(id) = newest else { return Ok(None) };
+                *current = Some(JournalFile {
+                    id,
+                    file: File::open(Self::path(dir, id))?,
+                });
+                id
+            }
+        };
+        loop {
+            match File::open(Self::path(dir, id + 1)) {
+                Ok(file) => {
+                    id += 1;
+                    *current = Some(JournalFile { id, file });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(current.as_ref().map(|j| &j.file))
     }
 }
 

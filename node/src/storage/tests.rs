@@ -719,3 +719,61 @@ async fn every_io_mode_acknowledges_only_synced_writes_and_keeps_them() {
         s.close().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_syncer_fsyncs_the_active_journal_outside_the_engine_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for i in 0..20u32 {
+        s.put(Space::Data, i.to_be_bytes().to_vec(), b"v".to_vec())
+            .await
+            .unwrap();
+    }
+    let shared = &s.inner.shared;
+    assert!(s.stats().fsyncs >= 1);
+    assert_eq!(
+        shared.fsyncs_under_engine_lock.load(Ordering::Relaxed),
+        0,
+        "every fsync went through the syncer's own descriptor"
+    );
+    // The file it follows is the journal the writes went to: the newest one.
+    let newest = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name();
+            name.to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok()
+        })
+        .max()
+        .expect("fjall keeps its journals as <id>.jnl in the database directory");
+    let followed = lock(&shared.journal).as_ref().map(|j| j.id());
+    assert_eq!(followed, Some(newest));
+    s.close().await.unwrap();
+}
+
+#[test]
+fn the_syncer_follows_journal_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let touch = |id: u64| std::fs::write(dir.path().join(format!("{id}.jnl")), b"").unwrap();
+    let mut current = None;
+    let found = sync::JournalFile::follow(dir.path(), &mut current).unwrap();
+    assert!(found.is_none(), "no journal yet");
+    touch(3);
+    touch(5);
+    sync::JournalFile::follow(dir.path(), &mut current).unwrap();
+    assert_eq!(
+        current.as_ref().map(|j| j.id()),
+        Some(5),
+        "the newest at start"
+    );
+    touch(6);
+    touch(7);
+    sync::JournalFile::follow(dir.path(), &mut current).unwrap();
+    assert_eq!(
+        current.as_ref().map(|j| j.id()),
+        Some(7),
+        "each rotation after"
+    );
+    std::fs::remove_file(dir.path().join("5.jnl")).unwrap();
+    sync::JournalFile::follow(dir.path(), &mut current).unwrap();
+    assert_eq!(current.as_ref().map(|j| j.id()), Some(7));
+}
