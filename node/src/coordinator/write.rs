@@ -91,9 +91,11 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
     }
 
     let context = req.context.clone().unwrap_or_default();
-    // When the lab delays the coordinator's own replica write like the others', the
-    // write is minted first and the local copy lands like a remote one (see
-    // `Replica::mint`); otherwise it is stored before fanning out.
+    // The local copy is applied first (that mints the dot); its fsync then runs while
+    // the write travels to the other replicas, and counts toward W once done. When the
+    // lab delays the coordinator's own replica write like the others', the write is
+    // minted without storing it and the local copy lands like a remote one (see
+    // `Replica::mint`).
     let minted = node.faults.is_active() && node.faults.has_local();
     let local = async {
         if minted {
@@ -105,18 +107,20 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
                     now_ms(),
                 )
                 .await
+                .map(|(state, dot)| (state, dot, None))
         } else {
             node.replica
-                .coordinate(
+                .coordinate_applied(
                     req.key.clone(),
                     context.clone(),
                     req.value.clone(),
                     now_ms(),
                 )
                 .await
+                .map(|(state, dot, durable)| (state, dot, Some(durable)))
         }
     };
-    let (state, dot) = match tokio::time::timeout_at(deadline, local).await {
+    let (state, dot, durable) = match tokio::time::timeout_at(deadline, local).await {
         Ok(Ok(written)) => written,
         Ok(Err(e @ ReplicaError::StateTooLarge { .. })) => {
             return error(ErrorCode::TooLarge, e.to_string());
@@ -138,20 +142,27 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
     };
 
     let mut tracker = QuorumTracker::new(w, countable);
-    if !minted {
-        tracker.record(me.clone(), Ok(()));
-    }
-    let others: Vec<Target> = plan
-        .targets
-        .iter()
-        .filter(|t| minted || t.node != me)
-        .cloned()
-        .collect();
+    // Every target of the plan, this node included: its answer is its own fsync.
+    let durable = Arc::new(Mutex::new(durable));
     let spares = Arc::new(Mutex::new(plan.spare_fallbacks.clone()));
     let (key, written) = (req.key.clone(), state.clone());
-    let mut rx = fan_out(&node, &others, move |node, target| {
+    let mut rx = fan_out(&node, &plan.targets, move |node, target| {
         let (key, written, spares) = (key.clone(), written.clone(), spares.clone());
-        async move { write_target(&node, target, key, written, spares, timeout, minted).await }
+        let local_sync = (!minted && target.node == *node.membership.me())
+            .then(|| durable.lock().unwrap_or_else(|p| p.into_inner()).take())
+            .flatten();
+        async move {
+            match local_sync {
+                Some(durable) => {
+                    let synced = durable.wait().await.map_err(|e| {
+                        warn!(cause = %e, "local write failed");
+                        Failure::Refused(format!("the coordinator's fsync failed: {e}"))
+                    });
+                    (target, synced)
+                }
+                None => write_target(&node, target, key, written, spares, timeout, minted).await,
+            }
+        }
     });
     let primaries_targeted: BTreeSet<NodeId> = plan
         .targets

@@ -23,7 +23,7 @@ use dynakv_common::version::{Actor, Clock, Versioned};
 use dynakv_common::wire::ConflictPolicy;
 use dynakv_common::NodeId;
 
-use crate::storage::{Change, Durability, Edit, Space, Storage, StorageError};
+use crate::storage::{Change, Durability, Durable, Edit, Space, Storage, StorageError};
 
 pub mod layout;
 
@@ -311,13 +311,31 @@ impl Replica {
         value: Option<Vec<u8>>,
         now_ms: u64,
     ) -> Result<(Versioned, Dot<Actor>), ReplicaError> {
+        let (state, dot, durable) = self.coordinate_applied(key, context, value, now_ms).await?;
+        durable.wait().await?;
+        Ok((state, dot))
+    }
+
+    /// [`Replica::coordinate`] that returns once the write is applied here, with the
+    /// [`Durable`] to await its fsync, so the coordinator can send it to the other
+    /// replicas while this disk syncs. Safe because a dot sent out before it is durable
+    /// here is never minted again: a node that dies uncleanly restarts as a new actor
+    /// (a new epoch), so it cannot reuse a counter its lost journal tail had handed out.
+    pub async fn coordinate_applied(
+        &self,
+        key: Vec<u8>,
+        context: Clock,
+        value: Option<Vec<u8>>,
+        now_ms: u64,
+    ) -> Result<(Versioned, Dot<Actor>, Durable), ReplicaError> {
         let actor = self.actor.clone();
         let limit = self.state_budget;
         let counter = self.counter.clone();
         let policy = self.policy;
         let data_key = layout::data_key(&key);
-        self.storage
-            .modify_with(Space::Data, data_key.clone(), move |old| {
+        let (written, durable) = self
+            .storage
+            .modify_applied(Space::Data, data_key.clone(), move |old| {
                 let old = match old.map(layout::decode_state).transpose() {
                     Ok(s) => s,
                     Err(e) => return (Change::Keep.into(), Err(e.into())),
@@ -342,7 +360,9 @@ impl Replica {
                 };
                 (edit, Ok((state, dot)))
             })
-            .await?
+            .await?;
+        let (state, dot) = written?;
+        Ok((state, dot, durable))
     }
 
     /// The coordinator's write without storing it yet: mints the dot from this node's

@@ -482,6 +482,23 @@ impl Inner {
     }
 }
 
+/// A change that is applied (visible) and will be durable once [`Durable::wait`]
+/// returns `Ok`; see [`Storage::modify_applied`].
+#[must_use = "a change is not acknowledged until it is durable"]
+pub struct Durable {
+    inner: Arc<Inner>,
+    op: &'static str,
+    seq: u64,
+}
+
+impl Durable {
+    /// Waits until the change is fsync'd (at once under [`Durability::Relaxed`]); an
+    /// error if the fsync covering it failed or the store closed first.
+    pub async fn wait(self) -> Result<(), StorageError> {
+        self.inner.wait_durable(self.op, self.seq).await
+    }
+}
+
 /// The node's embedded store. Cheap to clone; all clones share one database.
 #[derive(Clone)]
 pub struct Storage {
@@ -635,6 +652,25 @@ impl Storage {
         F: FnOnce(Option<&[u8]>) -> (Edit, R) + Send + 'static,
         R: Send + 'static,
     {
+        let (r, durable) = self.modify_applied(space, key, f).await?;
+        durable.wait().await?;
+        Ok(r)
+    }
+
+    /// [`Storage::modify_with`] that returns once the change is applied (visible to
+    /// readers), with a [`Durable`] to await its fsync: a caller can start other work
+    /// (send the change to other replicas) while the disk syncs, and acknowledge only
+    /// after [`Durable::wait`].
+    pub async fn modify_applied<R, F>(
+        &self,
+        space: Space,
+        key: Vec<u8>,
+        f: F,
+    ) -> Result<(R, Durable), StorageError>
+    where
+        F: FnOnce(Option<&[u8]>) -> (Edit, R) + Send + 'static,
+        R: Send + 'static,
+    {
         self.inner.check_writable("modify")?;
         let (r, seq) = self
             .inner
@@ -650,8 +686,12 @@ impl Storage {
                 })?
             })
             .await?;
-        self.inner.wait_durable("modify", seq).await?;
-        Ok(r)
+        let durable = Durable {
+            inner: Arc::clone(&self.inner),
+            op: "modify",
+            seq,
+        };
+        Ok((r, durable))
     }
 
     /// Installs the observer that sees every committed change from now on. Set it once,
