@@ -87,19 +87,34 @@ async fn coordinate(node: Arc<NodeState>, req: GetRequest) -> Response {
         choose(&plan, r, &me)
     };
     let (tx, mut rx) = mpsc::channel(plan.targets.len().max(1));
-    let ask = |target: Target| {
+    let mut asked = 0usize;
+    let ask = |target: Target, asked: &mut usize| {
+        *asked += 1;
         let (node2, tx, key) = (node.clone(), tx.clone(), req.key.clone());
         node.spawn(async move {
             let result = read_replica(&node2, &target.node, key, timeout).await;
             let _ = tx.send((target, result)).await;
         });
     };
+    // This node's own copy is read right here, after the others were asked (so they
+    // are in flight meanwhile): no task and no hand-off for the common R=1 read.
+    let mut local = None;
     for target in first {
-        ask(target);
+        if target.node == me && !node.faults.is_active() {
+            local = Some(target);
+        } else {
+            ask(target, &mut asked);
+        }
+    }
+    if let Some(target) = local {
+        asked += 1;
+        let result = read_replica(&node, &target.node, req.key.clone(), timeout).await;
+        let _ = tx.try_send((target, result));
     }
     let mut tracker = QuorumTracker::new(r, countable);
     let mut answers: Vec<Answer> = Vec::new();
     let mut progress = tracker.progress();
+    let mut received = 0usize;
     // A target that neither answers nor fails (down, not yet detected) would hold the
     // read until its deadline: after a short wait, ask the next one as well.
     let speculate_every = node.config.read_speculative_retry();
@@ -112,25 +127,27 @@ async fn coordinate(node: Arc<NodeState>, req: GetRequest) -> Response {
         };
         match tokio::time::timeout_at(wake, rx.recv()).await {
             Ok(Some((target, Ok(state)))) => {
+                received += 1;
                 if plan.counts(&target) {
                     progress = tracker.record(target.node.clone(), Ok(()));
                 }
                 answers.push((target, state));
             }
             Ok(Some((target, Err(failure)))) => {
+                received += 1;
                 if plan.counts(&target) {
                     progress = tracker.record(target.node.clone(), Err(failure.reason()));
                 }
                 // Ask one more in its place.
                 if let Some(next) = spare.pop() {
-                    ask(next);
+                    ask(next, &mut asked);
                 }
             }
             Ok(None) => break,
             Err(_) if wake < deadline => {
                 bump(&node.counters.speculative_reads);
                 if let Some(next) = spare.pop() {
-                    ask(next);
+                    ask(next, &mut asked);
                 }
                 speculate_at = Instant::now() + speculate_every;
             }
@@ -183,8 +200,11 @@ async fn coordinate(node: Arc<NodeState>, req: GetRequest) -> Response {
         not_a_replica: !plan.is_primary(&me),
     });
 
+    // Repair needs a replica behind the merge: nothing to do once every replica asked
+    // has answered and all answers agree (a lone answer is the merge itself).
     let window = node.config.read_repair_window();
-    if mode != ReadRepair::Off && !window.is_zero() {
+    let settled = received == asked && answers.windows(2).all(|w| w[0].1 == w[1].1);
+    if mode != ReadRepair::Off && !window.is_zero() && !settled {
         let task_node = node.clone();
         node.spawn(read_repair_after(task_node, req.key, answers, rx, window));
     }
@@ -220,8 +240,12 @@ fn choose(plan: &Plan, r: usize, me: &NodeId) -> (Vec<Target>, Vec<Target>) {
 
 /// The merge of every state among replica answers.
 fn merge_all(answers: &[Answer]) -> Versioned {
-    let mut merged = Versioned::new();
-    for state in answers.iter().filter_map(|(_, s)| s.as_ref()) {
+    let mut states = answers.iter().filter_map(|(_, s)| s.as_ref());
+    let Some(first) = states.next() else {
+        return Versioned::new();
+    };
+    let mut merged = first.clone();
+    for state in states {
         merged.merge(state);
     }
     merged
