@@ -99,6 +99,7 @@ impl NodeHandle {
                     window: Duration::from_micros(config.group_commit_window_us),
                     max_writes: config.group_commit_max_writes,
                 },
+                block_cache_bytes: Some(config.block_cache_mib.saturating_mul(1 << 20)),
             },
         )?;
         // A frame shared by N replicas' states: even N fully diverged states merged on

@@ -162,6 +162,8 @@ pub struct StorageOptions {
     pub io: StorageIo,
     /// How writes are grouped into fsyncs.
     pub group_commit: GroupCommit,
+    /// The engine's block cache, bytes (None: fjall's default, 32 MiB).
+    pub block_cache_bytes: Option<u64>,
 }
 
 /// What a [`Storage::modify`] closure decides to do with the key.
@@ -529,10 +531,11 @@ impl Storage {
         };
         // manual_journal_persist: fjall never flushes or syncs on its own; the syncer
         // decides when the journal is fsync'd.
-        let db = Database::builder(dir)
-            .manual_journal_persist(true)
-            .open()
-            .map_err(open_err)?;
+        let mut builder = Database::builder(dir).manual_journal_persist(true);
+        if let Some(bytes) = opts.block_cache_bytes {
+            builder = builder.cache_size(bytes);
+        }
+        let db = builder.open().map_err(open_err)?;
         let ks = |space: Space| {
             db.keyspace(space.name(), KeyspaceCreateOptions::default)
                 .map_err(open_err)
