@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynakv_common::codec;
-use dynakv_common::net::{read_frame, write_frame, FrameError};
+use dynakv_common::net::{read_frame, take_end, write_frame, FrameError};
 use dynakv_common::wire::{
     ErrorCode, Request, Response, WireError, ADMIN_NAME, MAX_BATCH, NODE_SERVER_NAME,
 };
@@ -152,7 +152,7 @@ async fn serve_stream(
         REQUEST_READ_TIMEOUT,
         read_frame::<Request>(&mut recv, max_frame),
     );
-    let Ok(read) = read.await else {
+    let Ok(read) = read.await.inspect(|_| take_end(&mut recv)) else {
         debug!("no complete request within {REQUEST_READ_TIMEOUT:?}; dropping the stream");
         bump(&node.counters.bad_frames);
         let _ = recv.stop(0u32.into());

@@ -218,6 +218,7 @@ async fn send(mut batch: Vec<Queued>, max_frame: usize) {
                 }
             }
         }
+        super::take_end(&mut rx);
     };
     // Callers give up at their own deadlines; the stream is dropped at the last one.
     let _ = tokio::time::timeout(timeout, work).await;

@@ -136,6 +136,16 @@ pub async fn read_frame_sized<T: DeserializeOwned>(
         .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// Takes the end of a receive stream whose one frame was read, if the end has already
+/// arrived (a peer finishes right after its frame, usually in the same packet). A
+/// receive stream dropped before its end was seen makes QUIC send STOP_SENDING: one more
+/// frame per request for the peer to process and acknowledge. Never waits.
+pub fn take_end(recv: &mut quinn::RecvStream) {
+    use std::future::Future;
+    let read = std::pin::pin!(recv.read_chunk(1, true));
+    let _ = read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+}
+
 /// Writes one already-encoded frame and finishes the stream.
 pub async fn write_frame(send: &mut quinn::SendStream, frame: &[u8]) -> Result<(), FrameError> {
     send.write_all(frame)
@@ -200,7 +210,9 @@ pub async fn request_sized(
         write_frame(&mut send, &frame)
             .await
             .map_err(|e| stream_error(&addr, e, conn))?;
-        match read_frame_sized::<Response>(&mut recv, max_frame).await {
+        let read = read_frame_sized::<Response>(&mut recv, max_frame).await;
+        take_end(&mut recv);
+        match read {
             Ok(Some((response, received))) => Ok(Exchange {
                 response,
                 sent: frame.len(),

@@ -189,3 +189,53 @@ async fn a_client_that_knows_the_ring_sends_each_key_to_a_replica() -> anyhow::R
     }
     Ok(())
 }
+
+/// Each request's stream is read to its end on both sides, so neither side has to stop
+/// it (a STOP_SENDING frame per request, for the peer to process and acknowledge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_end_their_streams_without_stop_sending() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 1,
+        replicas: 1,
+        ..Default::default()
+    })
+    .await?;
+    let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(cluster.settings.tls_config()?);
+    let conn = endpoint
+        .connect(addr, dynakv_common::wire::NODE_SERVER_NAME)?
+        .await?;
+    let requests = 200u64;
+    for i in 0..requests {
+        let req = dynakv_common::wire::Request::Get(dynakv_common::wire::GetRequest {
+            key: format!("k{i}").into_bytes(),
+            r: Quorum::One,
+            mode: Default::default(),
+            read_repair: Default::default(),
+            timeout_ms: None,
+        });
+        let answer =
+            dynakv_common::net::request(&conn, &req, 1 << 20, std::time::Duration::from_secs(10))
+                .await?;
+        assert!(
+            matches!(answer, dynakv_common::wire::Response::Get(_)),
+            "{answer:?}"
+        );
+    }
+    // The node's answer and its end travel together, so the client almost always sees
+    // the end at once; the node reads each request to its end before answering.
+    let stats = conn.stats();
+    assert!(
+        stats.frame_tx.stop_sending < requests / 4,
+        "the client stopped {} of {requests} answer streams",
+        stats.frame_tx.stop_sending
+    );
+    assert!(
+        stats.frame_rx.stop_sending < requests / 4,
+        "the node stopped {} of {requests} request streams",
+        stats.frame_rx.stop_sending
+    );
+    conn.close(0u32.into(), b"done");
+    Ok(())
+}
