@@ -252,8 +252,8 @@ impl Client {
         // is disabled.
         let dual: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
         let v4: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
-        let mut endpoint = quinn::Endpoint::client(dual)
-            .or_else(|_| quinn::Endpoint::client(v4))
+        let (mut endpoint, _) = dynakv_common::net::endpoint(dual, None)
+            .or_else(|_| dynakv_common::net::endpoint(v4, None))
             .map_err(|e| ClientError::Endpoint(e.to_string()))?;
         endpoint.set_default_client_config(options.tls.clone());
         let client = Arc::new(Client {

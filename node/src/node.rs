@@ -128,13 +128,20 @@ impl NodeHandle {
             Ring::new(config.partitions, &ids).map_err(|e| StartError::Other(e.to_string()))?;
 
         let server_config = tls.server_config(ALPN)?;
-        let mut endpoint =
-            quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+        let (mut endpoint, recv_buffer) =
+            dynakv_common::net::endpoint(config.listen, Some(server_config)).map_err(|source| {
                 StartError::Bind {
                     addr: config.listen,
                     source,
                 }
             })?;
+        if recv_buffer < dynakv_common::net::SOCKET_RECV_BUFFER_BYTES {
+            tracing::warn!(
+                bytes = recv_buffer,
+                wanted = dynakv_common::net::SOCKET_RECV_BUFFER_BYTES,
+                "the UDP receive buffer is small (the kernel caps it at net.core.rmem_max): bursts of requests may be dropped and retransmitted late; raise it with `sysctl -w net.core.rmem_max=8388608`"
+            );
+        }
         endpoint.set_default_client_config(tls.client_config(ALPN)?);
         let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,

@@ -58,6 +58,34 @@ pub fn transport_config() -> quinn::TransportConfig {
     transport
 }
 
+/// The kernel receive buffer asked for on every endpoint's UDP socket. Linux's default
+/// (about 208 KB) holds only a few hundred small datagrams: a burst of requests or
+/// answers that arrives while the process is busy overflows it, the kernel drops
+/// datagrams even on loopback, and QUIC's loss recovery (with its backed-off probe
+/// timers) turns each loss into a stall of tens to hundreds of milliseconds.
+pub const SOCKET_RECV_BUFFER_BYTES: usize = 4 << 20;
+
+/// A QUIC endpoint on `addr` (a server if `server` is given, else a client only) whose
+/// UDP socket has a receive buffer of [`SOCKET_RECV_BUFFER_BYTES`] where the kernel
+/// allows it. The kernel caps the size at `net.core.rmem_max`; returns the endpoint and
+/// the size obtained, so the caller can say when the cap kept it small.
+pub fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<(quinn::Endpoint, usize)> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    if state.recv_buffer_size((&socket).into())? < SOCKET_RECV_BUFFER_BYTES {
+        // Best effort: a smaller buffer still works, with more drops under bursts.
+        let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_RECV_BUFFER_BYTES);
+    }
+    let obtained = state.recv_buffer_size((&socket).into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)?;
+    Ok((endpoint, obtained))
+}
+
 /// Bytes reserved for a frame body before any of it has arrived.
 const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
@@ -290,5 +318,24 @@ impl ConnError {
     /// cannot apply it twice.
     pub fn surely_not_delivered(&self) -> bool {
         matches!(self, ConnError::Connect { .. } | ConnError::NotSent { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn endpoints_get_the_receive_buffer_the_kernel_allows() {
+        let (endpoint, obtained) =
+            super::endpoint("127.0.0.1:0".parse().unwrap(), None).expect("an endpoint");
+        // Linux caps the size asked for at net.core.rmem_max (and reports double what it
+        // keeps), so an endpoint gets at least the smaller of the two.
+        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok());
+        if let Some(cap) = cap {
+            let floor = super::SOCKET_RECV_BUFFER_BYTES.min(cap);
+            assert!(obtained >= floor, "receive buffer {obtained} < {floor}");
+        }
+        endpoint.close(0u32.into(), b"done");
     }
 }
