@@ -152,7 +152,7 @@ async fn serve_stream(
         REQUEST_READ_TIMEOUT,
         read_frame::<Request>(&mut recv, max_frame),
     );
-    let Ok(read) = read.await.inspect(|_| take_end(&mut recv)) else {
+    let Ok(read) = read.await else {
         debug!("no complete request within {REQUEST_READ_TIMEOUT:?}; dropping the stream");
         bump(&node.counters.bad_frames);
         let _ = recv.stop(0u32.into());
@@ -172,6 +172,7 @@ async fn serve_stream(
     let response = match read {
         Ok(Some(Request::Batch(items))) => {
             serve_batch(&node, role, items, fate, &mut send).await;
+            take_end(&mut recv);
             return;
         }
         Ok(Some(req)) => match refusal(role, &req) {
@@ -228,6 +229,9 @@ async fn serve_stream(
     // Keep the permit until the peer has the whole answer, so a shutdown that drained
     // every permit has delivered every answer before it closes the connections.
     let _ = tokio::time::timeout(ANSWER_DELIVERY_TIMEOUT, send.stopped()).await;
+    // The request's end has arrived by now (it follows the request at once), so taking
+    // it spares the client a STOP_SENDING for a stream it had finished anyway.
+    take_end(&mut recv);
 }
 
 /// Why a request may not be made on this connection, as the answer to send instead.
