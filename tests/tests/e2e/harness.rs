@@ -223,6 +223,22 @@ impl Cluster {
         self.client_with(nodes).await
     }
 
+    /// A bare QUIC connection to node `i` with the cluster's client certificate, for
+    /// tests that write frames (or garbage) themselves. Keep the endpoint while the
+    /// connection is used.
+    pub async fn raw_connection(
+        &self,
+        i: usize,
+    ) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+        let addr: std::net::SocketAddr = self.nodes[i].addr.parse()?;
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        endpoint.set_default_client_config(self.settings.tls_config()?);
+        let conn = endpoint
+            .connect(addr, dynakv_common::wire::NODE_SERVER_NAME)?
+            .await?;
+        Ok((endpoint, conn))
+    }
+
     /// A client that talks only to node `i`.
     pub async fn client_only(&self, i: usize) -> anyhow::Result<Arc<Client>> {
         self.client_with(vec![self.nodes[i].addr.clone()]).await

@@ -168,12 +168,7 @@ async fn a_client_that_knows_the_ring_sends_each_key_to_a_replica() -> anyhow::R
         .map(|i| format!("elsewhere-{i}"))
         .find(|k| !cluster.placement(k.as_bytes(), 3).0.contains(&0))
         .expect("some key is not replicated on n1");
-    let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(cluster.settings.tls_config()?);
-    let conn = endpoint
-        .connect(addr, dynakv_common::wire::NODE_SERVER_NAME)?
-        .await?;
+    let (_endpoint, conn) = cluster.raw_connection(0).await?;
     let req = dynakv_common::wire::Request::Get(dynakv_common::wire::GetRequest {
         key: key.into_bytes(),
         r: Quorum::One,
@@ -200,12 +195,7 @@ async fn requests_end_their_streams_without_stop_sending() -> anyhow::Result<()>
         ..Default::default()
     })
     .await?;
-    let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(cluster.settings.tls_config()?);
-    let conn = endpoint
-        .connect(addr, dynakv_common::wire::NODE_SERVER_NAME)?
-        .await?;
+    let (_endpoint, conn) = cluster.raw_connection(0).await?;
     let requests = 200u64;
     for i in 0..requests {
         let req = dynakv_common::wire::Request::Get(dynakv_common::wire::GetRequest {

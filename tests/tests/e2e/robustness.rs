@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::harness::{eventually, Cluster, ClusterOptions};
 use dynakv_client::{Client, ClientError, ClientOptions, ReadOptions, WriteOptions};
 use dynakv_common::limits::Limits;
-use dynakv_common::wire::{ErrorCode, Request, Response, ALPN, NODE_SERVER_NAME};
+use dynakv_common::wire::{ErrorCode, Request, Response, ALPN};
 use rand::RngCore;
 
 /// Connects to `addr` with `tls` and returns the error it must fail with.
@@ -94,9 +94,7 @@ async fn garbage_bytes_do_not_hurt_the_node() -> anyhow::Result<()> {
 
     // Garbage inside an authenticated stream, a truncated frame, and a frame header
     // announcing 4 GiB.
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(cluster.settings.tls_config()?);
-    let conn = endpoint.connect(addr, NODE_SERVER_NAME)?.await?;
+    let (_endpoint, conn) = cluster.raw_connection(0).await?;
     let mut payloads: Vec<Vec<u8>> = Vec::new();
     for _ in 0..20 {
         let mut body = vec![0u8; 64];
@@ -227,10 +225,7 @@ async fn a_peer_with_a_certificate_from_another_ca_is_refused() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_cannot_make_peer_requests() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(cluster.settings.tls_config()?);
-    let conn = endpoint.connect(addr, NODE_SERVER_NAME)?.await?;
+    let (_endpoint, conn) = cluster.raw_connection(0).await?;
     let mut state = dynakv_common::Versioned::new();
     state.update(
         &dynakv_common::Clock::new(),
@@ -395,10 +390,7 @@ async fn nodes_configured_differently_refuse_each_other() -> anyhow::Result<()> 
 async fn a_batch_is_answered_item_by_item_and_authorised_item_by_item() -> anyhow::Result<()> {
     use dynakv_common::net::{read_frame, write_frame};
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    let addr: std::net::SocketAddr = cluster.nodes[0].addr.parse()?;
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(cluster.settings.tls_config()?);
-    let conn = endpoint.connect(addr, NODE_SERVER_NAME)?.await?;
+    let (_endpoint, conn) = cluster.raw_connection(0).await?;
     let ask = |req: Request| {
         let conn = conn.clone();
         async move {
