@@ -94,8 +94,6 @@ pub struct BenchReport {
 }
 
 struct WorkerResult {
-    gets: Histogram<u64>,
-    puts: Histogram<u64>,
     get_errors: u64,
     put_errors: u64,
     errors: Vec<String>,
@@ -104,6 +102,37 @@ struct WorkerResult {
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 60 s at 3 significant digits.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// The latencies of a run: one histogram per operation, shared by every worker. (One
+/// pair per worker was 240 KB each: at 512 workers a quarter of a gigabyte to allocate
+/// and page in while the clock ran, which the bench then reported as a stall.)
+struct Latencies {
+    gets: std::sync::Mutex<Histogram<u64>>,
+    puts: std::sync::Mutex<Histogram<u64>>,
+}
+
+impl Latencies {
+    fn new() -> Latencies {
+        Latencies {
+            gets: std::sync::Mutex::new(histogram()),
+            puts: std::sync::Mutex::new(histogram()),
+        }
+    }
+
+    fn record(&self, put: bool, micros: u64) {
+        let h = if put { &self.puts } else { &self.gets };
+        let _ = h
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(micros.max(1));
+    }
+
+    fn take(self) -> (Histogram<u64>, Histogram<u64>) {
+        let inner =
+            |m: std::sync::Mutex<Histogram<u64>>| m.into_inner().unwrap_or_else(|p| p.into_inner());
+        (inner(self.gets), inner(self.puts))
+    }
 }
 
 fn summarize(op: &'static str, h: &Histogram<u64>, errors: u64) -> OpStats {
@@ -139,6 +168,7 @@ pub async fn run(
         })
     });
     let n = opts.concurrency.max(1);
+    let latencies = Arc::new(Latencies::new());
     // Every worker warms up, then all start together with the clock.
     let warmed = Arc::new(tokio::sync::Barrier::new(n + 1));
     let go = Arc::new(tokio::sync::Barrier::new(n + 1));
@@ -149,11 +179,12 @@ pub async fn run(
         let counters = counters.clone();
         let schedule = schedule.clone();
         let (warmed, go) = (warmed.clone(), go.clone());
+        let latencies = latencies.clone();
         workers.push(tokio::spawn(async move {
             let contexts = warm_up(i, &client, &opts).await;
             warmed.wait().await;
             go.wait().await;
-            worker(i, client, opts, contexts, counters, schedule).await
+            worker(i, client, opts, contexts, counters, schedule, latencies).await
         }));
     }
     warmed.wait().await;
@@ -175,24 +206,33 @@ pub async fn run(
             }
         })
     };
-    let mut gets = histogram();
-    let mut puts = histogram();
-    let (mut get_errors, mut put_errors) = (0, 0);
-    let mut sample_errors: Vec<String> = Vec::new();
+    let mut results = Vec::with_capacity(workers.len());
     for w in workers {
         if let Ok(r) = w.await {
-            let _ = gets.add(&r.gets);
-            let _ = puts.add(&r.puts);
-            get_errors += r.get_errors;
-            put_errors += r.put_errors;
-            for e in r.errors {
-                if sample_errors.len() < 5 && !sample_errors.contains(&e) {
-                    sample_errors.push(e);
-                }
+            results.push(r);
+        }
+    }
+    // The run ends when its last operation does, not after the results are merged.
+    let elapsed = started.elapsed();
+    let (gets, puts) = Arc::try_unwrap(latencies)
+        .map(Latencies::take)
+        .unwrap_or_else(|shared| {
+            let copy = |m: &std::sync::Mutex<Histogram<u64>>| {
+                m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            };
+            (copy(&shared.gets), copy(&shared.puts))
+        });
+    let (mut get_errors, mut put_errors) = (0, 0);
+    let mut sample_errors: Vec<String> = Vec::new();
+    for r in results {
+        get_errors += r.get_errors;
+        put_errors += r.put_errors;
+        for e in r.errors {
+            if sample_errors.len() < 5 && !sample_errors.contains(&e) {
+                sample_errors.push(e);
             }
         }
     }
-    let elapsed = started.elapsed();
     counters.stop.store(true, Ordering::Relaxed);
     let _ = ticker.await;
     let ops = gets.len() + puts.len();
@@ -289,10 +329,9 @@ async fn worker(
     mut contexts: HashMap<u64, Clock>,
     counters: Arc<Counters>,
     schedule: Option<Arc<Schedule>>,
+    latencies: Arc<Latencies>,
 ) -> WorkerResult {
     let mut result = WorkerResult {
-        gets: histogram(),
-        puts: histogram(),
         get_errors: 0,
         put_errors: 0,
         errors: Vec::new(),
@@ -325,7 +364,7 @@ async fn worker(
             let t0 = Instant::now();
             match client.put(key.as_bytes(), value.clone(), wopts).await {
                 Ok(_) => {
-                    let _ = result.puts.record((t0.elapsed().as_micros() as u64).max(1));
+                    latencies.record(true, t0.elapsed().as_micros() as u64);
                 }
                 Err(e) => {
                     result.put_errors += 1;
@@ -391,10 +430,10 @@ async fn worker(
         let micros = (elapsed.as_micros() as u64).max(1);
         match (outcome, read) {
             (Ok(()), true) => {
-                let _ = result.gets.record(micros);
+                latencies.record(false, micros);
             }
             (Ok(()), false) => {
-                let _ = result.puts.record(micros);
+                latencies.record(true, micros);
             }
             (Err(e), read) => {
                 if read {
