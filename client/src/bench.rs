@@ -128,10 +128,12 @@ impl Latencies {
             .record(micros.max(1));
     }
 
-    fn take(self) -> (Histogram<u64>, Histogram<u64>) {
-        let inner =
-            |m: std::sync::Mutex<Histogram<u64>>| m.into_inner().unwrap_or_else(|p| p.into_inner());
-        (inner(self.gets), inner(self.puts))
+    /// The gets and the puts recorded so far.
+    fn snapshot(&self) -> (Histogram<u64>, Histogram<u64>) {
+        let copy = |m: &std::sync::Mutex<Histogram<u64>>| {
+            m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        };
+        (copy(&self.gets), copy(&self.puts))
     }
 }
 
@@ -214,14 +216,7 @@ pub async fn run(
     }
     // The run ends when its last operation does, not after the results are merged.
     let elapsed = started.elapsed();
-    let (gets, puts) = Arc::try_unwrap(latencies)
-        .map(Latencies::take)
-        .unwrap_or_else(|shared| {
-            let copy = |m: &std::sync::Mutex<Histogram<u64>>| {
-                m.lock().unwrap_or_else(|p| p.into_inner()).clone()
-            };
-            (copy(&shared.gets), copy(&shared.puts))
-        });
+    let (gets, puts) = latencies.snapshot();
     let (mut get_errors, mut put_errors) = (0, 0);
     let mut sample_errors: Vec<String> = Vec::new();
     for r in results {

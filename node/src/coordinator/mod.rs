@@ -102,10 +102,10 @@ type Answers<T> = mpsc::Receiver<(Target, Result<T, Failure>)>;
 /// Runs `op` against every target at once on the node's task tracker; answers arrive
 /// in completion order. The tasks outlive the caller's wait, so slow replicas still get
 /// their write (or feed read repair) after the client has its answer.
-fn fan_out<T, F, Fut>(node: &Arc<NodeState>, targets: &[Target], op: F) -> Answers<T>
+fn fan_out<T, F, Fut>(node: &Arc<NodeState>, targets: &[Target], mut op: F) -> Answers<T>
 where
     T: Send + 'static,
-    F: Fn(Arc<NodeState>, Target) -> Fut,
+    F: FnMut(Arc<NodeState>, Target) -> Fut,
     Fut: std::future::Future<Output = (Target, Result<T, Failure>)> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(targets.len().max(1));

@@ -143,14 +143,16 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
 
     let mut tracker = QuorumTracker::new(w, countable);
     // Every target of the plan, this node included: its answer is its own fsync.
-    let durable = Arc::new(Mutex::new(durable));
+    let mut durable = durable;
     let spares = Arc::new(Mutex::new(plan.spare_fallbacks.clone()));
     let (key, written) = (req.key.clone(), state.clone());
     let mut rx = fan_out(&node, &plan.targets, move |node, target| {
         let (key, written, spares) = (key.clone(), written.clone(), spares.clone());
-        let local_sync = (!minted && target.node == *node.membership.me())
-            .then(|| durable.lock().unwrap_or_else(|p| p.into_inner()).take())
-            .flatten();
+        let local_sync = if target.node == *node.membership.me() {
+            durable.take()
+        } else {
+            None
+        };
         async move {
             match local_sync {
                 Some(durable) => {

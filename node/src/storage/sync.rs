@@ -148,8 +148,16 @@ impl Shared {
             Ok(Some(file)) => file.sync_data().map_err(fjall::Error::Io),
             Ok(None) | Err(_) => {
                 drop(journal);
-                self.fsyncs_under_engine_lock
-                    .fetch_add(1, Ordering::Relaxed);
+                if self
+                    .fsyncs_under_engine_lock
+                    .fetch_add(1, Ordering::Relaxed)
+                    == 0
+                {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        "the storage journal file was not found where expected; fsyncs go through the engine, which holds its journal lock (writes then wait for the disk)"
+                    );
+                }
                 self.syncing.store(true, Ordering::SeqCst);
                 let result = self.db.persist(PersistMode::SyncData);
                 self.syncing.store(false, Ordering::SeqCst);
@@ -175,6 +183,14 @@ impl JournalFile {
         dir.join(format!("{id}.jnl"))
     }
 
+    /// The id of the highest-numbered journal in `dir`, if any.
+    pub(super) fn newest_id(dir: &Path) -> std::io::Result<Option<u64>> {
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jnl")?.parse().ok())
+            .max())
+    }
+
     /// The active (highest-numbered) journal in `dir`, starting from the one followed
     /// so far: after a rotation its successor exists, so moving on costs one failed
     /// `open` per sync. None if `dir` holds no journal.
@@ -185,14 +201,9 @@ impl JournalFile {
         let mut id = match current {
             Some(j) => j.id,
             None => {
-                let newest = std::fs::read_dir(dir)?
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| {
-                        let name = e.file_name();
-                        name.to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok()
-                    })
-                    .max();
-                let Some(id) = newest else { return Ok(None) };
+                let Some(id) = Self::newest_id(dir)? else {
+                    return Ok(None);
+                };
                 *current = Some(JournalFile {
                     id,
                     file: File::open(Self::path(dir, id))?,

@@ -737,13 +737,8 @@ async fn the_syncer_fsyncs_the_active_journal_outside_the_engine_lock() {
         "every fsync went through the syncer's own descriptor"
     );
     // The file it follows is the journal the writes went to: the newest one.
-    let newest = std::fs::read_dir(dir.path())
+    let newest = sync::JournalFile::newest_id(dir.path())
         .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name();
-            name.to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok()
-        })
-        .max()
         .expect("fjall keeps its journals as <id>.jnl in the database directory");
     let followed = lock(&shared.journal).as_ref().map(|j| j.id());
     assert_eq!(followed, Some(newest));
@@ -755,25 +750,17 @@ fn the_syncer_follows_journal_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let touch = |id: u64| std::fs::write(dir.path().join(format!("{id}.jnl")), b"").unwrap();
     let mut current = None;
-    let found = sync::JournalFile::follow(dir.path(), &mut current).unwrap();
-    assert!(found.is_none(), "no journal yet");
+    let mut follow = || {
+        sync::JournalFile::follow(dir.path(), &mut current).unwrap();
+        current.as_ref().map(|j| j.id())
+    };
+    assert_eq!(follow(), None, "no journal yet");
     touch(3);
     touch(5);
-    sync::JournalFile::follow(dir.path(), &mut current).unwrap();
-    assert_eq!(
-        current.as_ref().map(|j| j.id()),
-        Some(5),
-        "the newest at start"
-    );
+    assert_eq!(follow(), Some(5), "the newest at start");
     touch(6);
     touch(7);
-    sync::JournalFile::follow(dir.path(), &mut current).unwrap();
-    assert_eq!(
-        current.as_ref().map(|j| j.id()),
-        Some(7),
-        "each rotation after"
-    );
+    assert_eq!(follow(), Some(7), "each rotation after");
     std::fs::remove_file(dir.path().join("5.jnl")).unwrap();
-    sync::JournalFile::follow(dir.path(), &mut current).unwrap();
-    assert_eq!(current.as_ref().map(|j| j.id()), Some(7));
+    assert_eq!(follow(), Some(7), "an old journal deleted");
 }

@@ -4,6 +4,17 @@ use crate::harness::{Cluster, ClusterOptions};
 use dynakv_client::{ReadOptions, WriteOptions};
 use dynakv_common::quorum::Quorum;
 
+/// A raw R=1 read of `key`, for tests that speak the wire themselves.
+fn get_one(key: Vec<u8>) -> dynakv_common::wire::Request {
+    dynakv_common::wire::Request::Get(dynakv_common::wire::GetRequest {
+        key,
+        r: Quorum::One,
+        mode: Default::default(),
+        read_repair: Default::default(),
+        timeout_ms: None,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_for_every_r_and_w() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
@@ -169,13 +180,7 @@ async fn a_client_that_knows_the_ring_sends_each_key_to_a_replica() -> anyhow::R
         .find(|k| !cluster.placement(k.as_bytes(), 3).0.contains(&0))
         .expect("some key is not replicated on n1");
     let (_endpoint, conn) = cluster.raw_connection(0).await?;
-    let req = dynakv_common::wire::Request::Get(dynakv_common::wire::GetRequest {
-        key: key.into_bytes(),
-        r: Quorum::One,
-        mode: Default::default(),
-        read_repair: Default::default(),
-        timeout_ms: None,
-    });
+    let req = get_one(key.into_bytes());
     match dynakv_common::net::request(&conn, &req, 1 << 20, std::time::Duration::from_secs(10))
         .await?
     {
@@ -198,13 +203,7 @@ async fn requests_end_their_streams_without_stop_sending() -> anyhow::Result<()>
     let (_endpoint, conn) = cluster.raw_connection(0).await?;
     let requests = 200u64;
     for i in 0..requests {
-        let req = dynakv_common::wire::Request::Get(dynakv_common::wire::GetRequest {
-            key: format!("k{i}").into_bytes(),
-            r: Quorum::One,
-            mode: Default::default(),
-            read_repair: Default::default(),
-            timeout_ms: None,
-        });
+        let req = get_one(format!("k{i}").into_bytes());
         let answer =
             dynakv_common::net::request(&conn, &req, 1 << 20, std::time::Duration::from_secs(10))
                 .await?;
