@@ -222,6 +222,10 @@ struct BenchArgs {
     /// hidden. Without it each worker sends its next request when the last one answers.
     #[arg(long, value_name = "OPS_PER_S")]
     rate: Option<f64>,
+    /// Send every request on a QUIC stream of its own instead of batching those queued
+    /// at once for the same node (for comparison).
+    #[arg(long)]
+    no_coalesce: bool,
 }
 
 /// Parses the command line and runs the command; the whole program behind the binary.
@@ -285,6 +289,14 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
 }
 
 async fn connect(settings: &Settings, nodes: Vec<String>) -> anyhow::Result<Arc<Client>> {
+    connect_with(settings, nodes, true).await
+}
+
+async fn connect_with(
+    settings: &Settings,
+    nodes: Vec<String>,
+    coalesce: bool,
+) -> anyhow::Result<Arc<Client>> {
     let mut opts = ClientOptions::new(nodes, settings.tls_config()?);
     // The nodes enforce their own (configurable) limits and say which; the CLI only
     // refuses what no node could accept.
@@ -292,6 +304,7 @@ async fn connect(settings: &Settings, nodes: Vec<String>) -> anyhow::Result<Arc<
         max_key_bytes: CLI_MAX_KEY_BYTES,
         max_value_bytes: CLI_MAX_VALUE_BYTES,
     };
+    opts.coalesce = coalesce;
     Ok(Client::connect(opts).await?)
 }
 
@@ -587,7 +600,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // Each client starts at a different node so load is spread over the cluster.
                 let mut order = s.nodes.clone();
                 order.rotate_left(i);
-                clients.push(connect(&s, order).await?);
+                clients.push(connect_with(&s, order, !args.no_coalesce).await?);
             }
             let duration = match (args.duration, args.ops) {
                 _ if args.fill => None,

@@ -72,6 +72,8 @@ counters! {
     speculative_reads,
     /// Requests from peers served (replica reads and writes).
     replica_requests,
+    /// Client requests that arrived in a batch (a client coalescing what it had queued).
+    client_batched_requests,
     /// Requests refused because the node was at its in-flight limit.
     overload_refusals,
     /// Frames that could not be decoded or were too large.

@@ -171,7 +171,7 @@ async fn serve_stream(
     }
     let response = match read {
         Ok(Some(Request::Batch(items))) => {
-            serve_batch(&node, role, items, fate, &mut send).await;
+            serve_batch(&node, role, pool, items, fate, &mut send).await;
             take_end(&mut recv);
             return;
         }
@@ -258,9 +258,15 @@ fn refusal(role: Role, req: &Request) -> Option<Response> {
 }
 
 /// Serves a batch: every request at once, each answer written as it completes.
+///
+/// A client's batch takes one in-flight permit per request (the stream's own covers
+/// the first), so batching cannot carry a client past the in-flight limit: a request
+/// without a permit is answered "overloaded" unprocessed, which the client may retry
+/// elsewhere. A peer's batch, bounded by [`MAX_BATCH`], rides on its stream's permit.
 async fn serve_batch(
     node: &Arc<NodeState>,
     role: Role,
+    pool: &Arc<tokio::sync::Semaphore>,
     items: Vec<Request>,
     fate: Incoming,
     send: &mut quinn::SendStream,
@@ -282,15 +288,34 @@ async fn serve_batch(
         }
         return;
     }
+    if role != Role::Node {
+        node.counters
+            .client_batched_requests
+            .fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut pending: FuturesUnordered<_> = items
         .into_iter()
         .enumerate()
-        .map(|(index, req)| async move {
-            let response = match refusal(role, &req) {
-                Some(refused) => refused,
-                None => dispatch(node, role, req).await,
+        .map(|(index, req)| {
+            let permit = if index == 0 || role == Role::Node {
+                Ok(None)
+            } else {
+                pool.clone().try_acquire_owned().map(Some)
             };
-            (index as u32, response)
+            async move {
+                let response = match (refusal(role, &req), permit) {
+                    (Some(refused), _) => refused,
+                    (None, Err(_)) => {
+                        bump(&node.counters.overload_refusals);
+                        Response::Error(WireError::new(
+                            ErrorCode::Unavailable,
+                            "node overloaded: too many requests in flight; retry later or use another node",
+                        ))
+                    }
+                    (None, Ok(_permit)) => dispatch(node, role, req).await,
+                };
+                (index as u32, response)
+            }
         })
         .collect();
     while let Some((index, response)) = pending.next().await {

@@ -34,7 +34,7 @@ struct Queued {
     reply: oneshot::Sender<Result<Exchange, ConnError>>,
 }
 
-/// Sends requests to one destination, coalescing those queued at once.
+/// Sends requests, coalescing those queued at once for the same connection.
 #[derive(Clone)]
 pub struct Coalescer {
     tx: mpsc::UnboundedSender<Queued>,
@@ -84,30 +84,43 @@ impl Coalescer {
     }
 }
 
-/// The coalescer's loop: take what is queued, send it as one batch, repeat.
+/// Most requests one turn of the loop takes from the queue.
+const MAX_DRAIN: usize = 4 * MAX_BATCH;
+
+/// The coalescer's loop: take what is queued, send it as one batch per connection,
+/// repeat. Requests for different connections (a client talks to every replica) may
+/// share one queue; each connection's requests keep their order.
 async fn run(mut rx: mpsc::UnboundedReceiver<Queued>, max_frame: usize, spawn: Spawn) {
     let budget = max_frame / 2;
-    let mut carried: Option<Queued> = None;
-    loop {
-        let first = match carried.take() {
-            Some(q) => q,
-            None => match rx.recv().await {
-                Some(q) => q,
-                None => return,
-            },
-        };
-        let mut bytes = first.size;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            let Ok(next) = rx.try_recv() else { break };
-            if next.conn.stable_id() != batch[0].conn.stable_id() || bytes + next.size > budget {
-                carried = Some(next);
-                break;
+    while let Some(first) = rx.recv().await {
+        let mut batches: Vec<(Vec<Queued>, usize)> = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(q) = next.take() {
+            taken += 1;
+            let id = q.conn.stable_id();
+            let open = batches.iter_mut().find(|(batch, bytes)| {
+                batch[0].conn.stable_id() == id
+                    && batch.len() < MAX_BATCH
+                    && *bytes + q.size <= budget
+            });
+            match open {
+                Some((batch, bytes)) => {
+                    *bytes += q.size;
+                    batch.push(q);
+                }
+                None => {
+                    let size = q.size;
+                    batches.push((vec![q], size));
+                }
             }
-            bytes += next.size;
-            batch.push(next);
+            if taken < MAX_DRAIN {
+                next = rx.try_recv().ok();
+            }
         }
-        spawn(Box::pin(send(batch, max_frame)));
+        for (batch, _) in batches {
+            spawn(Box::pin(send(batch, max_frame)));
+        }
     }
 }
 

@@ -228,3 +228,104 @@ async fn requests_end_their_streams_without_stop_sending() -> anyhow::Result<()>
     conn.close(0u32.into(), b"done");
     Ok(())
 }
+
+/// A client's batch takes one in-flight permit per request: past the node's limit the
+/// rest of the batch is refused unprocessed ("overloaded", which a client may retry
+/// elsewhere), so batching cannot carry a client past `max_in_flight`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_batch_takes_one_in_flight_permit_per_request() -> anyhow::Result<()> {
+    use dynakv_common::wire::{ErrorCode, Request, Response};
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 1,
+        replicas: 1,
+        tweak: std::sync::Arc::new(|c| c.max_in_flight = 2),
+        ..Default::default()
+    })
+    .await?;
+    let (_endpoint, conn) = cluster.raw_connection(0).await?;
+    let batch = Request::Batch(
+        (0..5)
+            .map(|i| get_one(format!("k{i}").into_bytes()))
+            .collect(),
+    );
+    let frame = dynakv_common::codec::encode_frame(&batch, 1 << 20)?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    dynakv_common::net::write_frame(&mut send, &frame).await?;
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..5 {
+        let item = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            dynakv_common::net::read_frame::<Response>(&mut recv, 1 << 20),
+        )
+        .await??;
+        match item {
+            Some(Response::BatchItem { response, .. }) => match *response {
+                Response::Get(_) => served += 1,
+                Response::Error(e) if e.code == ErrorCode::Unavailable => refused += 1,
+                other => panic!("unexpected answer in the batch: {other:?}"),
+            },
+            other => panic!("expected a batch item, got {other:?}"),
+        }
+    }
+    // The stream's permit and the one left in the pool serve two; three are refused.
+    assert_eq!((served, refused), (2, 3));
+    assert_eq!(cluster.counters(0).await?["overload_refusals"], 3);
+    conn.close(0u32.into(), b"done");
+    Ok(())
+}
+
+/// Reads and writes a client has queued at once for a node travel as one batch, and
+/// every one of them is answered as if sent alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_coalesces_concurrent_requests_and_each_gets_its_answer() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let client = cluster.client_from(0).await?;
+    let batched = || async {
+        let mut total = 0;
+        for i in 0..3 {
+            total += cluster.counters(i).await?["client_batched_requests"];
+        }
+        anyhow::Ok(total)
+    };
+    // Concurrent requests form batches whenever they queue faster than the client
+    // sends; keep going (bounded) until some did.
+    for round in 0..20 {
+        let mut puts = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let client = client.clone();
+            puts.spawn(async move {
+                let key = format!("c-{round}-{i}");
+                client
+                    .put(
+                        key.as_bytes(),
+                        key.clone().into_bytes(),
+                        WriteOptions::with_w(Quorum::All),
+                    )
+                    .await
+            });
+        }
+        while let Some(put) = puts.join_next().await {
+            assert_eq!(put??.replicas_acked, 3);
+        }
+        let mut gets = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let client = client.clone();
+            gets.spawn(async move {
+                let key = format!("c-{round}-{i}");
+                let got = client
+                    .get(key.as_bytes(), ReadOptions::with_r(Quorum::One))
+                    .await;
+                (key, got)
+            });
+        }
+        while let Some(get) = gets.join_next().await {
+            let (key, got) = get?;
+            assert_eq!(got?.values, vec![key.into_bytes()]);
+        }
+        if batched().await? > 0 {
+            client.close().await;
+            return Ok(());
+        }
+    }
+    panic!("no request arrived in a batch in 20 rounds of 64 concurrent puts and gets");
+}
