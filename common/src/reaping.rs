@@ -19,6 +19,20 @@
 //! ever used (the node-wide counter floor of `Versioned::update_with_floor`), so a client
 //! holding a context from before the delete cannot cover, and silently drop, a value
 //! written after the reap.
+//!
+//! A state read *before* the reap may still be on its way to a replica *after* it: an
+//! asynchronous read repair merges answers it collected for up to a request deadline plus
+//! its listening window, then sends that merge to each primary that answered differently
+//! — so a primary that answered after it reaped ("none") is sent the tombstones another
+//! primary answered before it reaped, and stores them again; had a lagging primary's old
+//! value been the only state among the answers, the value itself would come back. An
+//! anti-entropy exchange or a hint can carry such a state too. So a replica remembers,
+//! for a while after a reap, the state it removed ([`RecentReaps`]) and ignores an
+//! incoming state that adds nothing to it: merged into the reaped state it would change
+//! nothing, so it carries no write made after the delete.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::version::Versioned;
 use crate::NodeId;
@@ -85,6 +99,80 @@ pub fn decide(
         }
     }
     Verdict::Reap
+}
+
+/// The states this replica reaped lately, each kept for `keep` after its reap (at most
+/// `cap` of them, the oldest forgotten first), so that a copy of one still in flight —
+/// read before the reap, delivered after it — is ignored instead of stored again.
+#[derive(Debug)]
+pub struct RecentReaps {
+    keep: Duration,
+    cap: usize,
+    by_key: HashMap<Vec<u8>, (Versioned, Instant)>,
+    /// (forget at, key) in reap order; a key reaped again has a later entry as well.
+    order: VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl RecentReaps {
+    pub fn new(keep: Duration, cap: usize) -> RecentReaps {
+        RecentReaps {
+            keep,
+            cap,
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Records that `key`'s state `reaped` was removed at `now`.
+    pub fn remember(&mut self, key: &[u8], reaped: Versioned, now: Instant) {
+        if self.keep.is_zero() || self.cap == 0 {
+            return;
+        }
+        let until = now + self.keep;
+        self.by_key.insert(key.to_vec(), (reaped, until));
+        self.order.push_back((until, key.to_vec()));
+        self.forget(now);
+        while self.by_key.len() > self.cap {
+            self.pop_oldest();
+        }
+    }
+
+    /// Whether `incoming` adds nothing to a state of `key` reaped within `keep` of `now`:
+    /// a stale copy (the reaped tombstones, or a value they replaced) to be ignored.
+    pub fn subsumes(&mut self, key: &[u8], incoming: &Versioned, now: Instant) -> bool {
+        if self.by_key.is_empty() {
+            return false; // every merge asks: the usual answer, without a lookup
+        }
+        self.forget(now);
+        match self.by_key.get(key) {
+            Some((reaped, _)) => reaped.merged(incoming) == *reaped,
+            None => false,
+        }
+    }
+
+    /// How many reaped states are remembered.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    fn forget(&mut self, now: Instant) {
+        while self.order.front().is_some_and(|(until, _)| *until <= now) {
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((until, key)) = self.order.pop_front() {
+            // A key reaped again since keeps its later entry.
+            if self.by_key.get(&key).is_some_and(|(_, u)| *u == until) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +244,58 @@ mod tests {
             (node(3), PrimaryCopy::Holds(d)),
         ];
         assert_eq!(decide(&s, d, 5_000, 1_000, &missing), Verdict::Reap);
+    }
+
+    #[test]
+    fn a_stale_copy_of_a_reaped_state_is_recognised_for_a_while() {
+        let a = Actor("a.1".into());
+        let mut old = Versioned::new();
+        old.update(&Clock::new(), &a, Some(b"v".to_vec()), 990);
+        let mut reaped = old.clone();
+        reaped.update(&old.clock().clone(), &a, None, 1_000);
+        let t0 = Instant::now();
+        let mut recent = RecentReaps::new(Duration::from_secs(10), 100);
+        assert!(!recent.subsumes(b"k", &reaped, t0), "nothing reaped yet");
+        recent.remember(b"k", reaped.clone(), t0);
+        // The reaped tombstones themselves, and the value they replaced, add nothing:
+        // a read repair or an exchange that read them before the reap is ignored.
+        assert!(recent.subsumes(b"k", &reaped, t0));
+        assert!(recent.subsumes(b"k", &old, t0 + Duration::from_secs(9)));
+        // A write made after the delete is new, and is stored.
+        let newer = {
+            let mut s = Versioned::new();
+            s.update_with_floor(&Clock::new(), &a, Some(b"w".to_vec()), 2_000, 2);
+            s
+        };
+        assert!(!recent.subsumes(b"k", &newer, t0));
+        assert!(!recent.subsumes(b"other", &old, t0));
+        // Once no state read before the reap can still be in flight, it is forgotten.
+        assert!(!recent.subsumes(b"k", &reaped, t0 + Duration::from_secs(10)));
+        assert!(recent.is_empty());
+    }
+
+    #[test]
+    fn reaps_are_remembered_up_to_a_bound_and_again_when_repeated() {
+        let s = deleted_state(1_000);
+        let t0 = Instant::now();
+        let mut recent = RecentReaps::new(Duration::from_secs(10), 2);
+        recent.remember(b"a", s.clone(), t0);
+        recent.remember(b"b", s.clone(), t0 + Duration::from_secs(1));
+        recent.remember(b"c", s.clone(), t0 + Duration::from_secs(2));
+        assert_eq!(recent.len(), 2);
+        assert!(
+            !recent.subsumes(b"a", &s, t0 + Duration::from_secs(2)),
+            "the oldest goes"
+        );
+        // A key reaped again is kept from its latest reap.
+        recent.remember(b"b", s.clone(), t0 + Duration::from_secs(8));
+        assert!(recent.subsumes(b"b", &s, t0 + Duration::from_secs(15)));
+        assert!(!recent.subsumes(b"c", &s, t0 + Duration::from_secs(15)));
+        assert!(!recent.subsumes(b"b", &s, t0 + Duration::from_secs(18)));
+        // Keeping nothing turns it off.
+        let mut off = RecentReaps::new(Duration::ZERO, 2);
+        off.remember(b"a", s.clone(), t0);
+        assert!(!off.subsumes(b"a", &s, t0));
     }
 
     #[test]

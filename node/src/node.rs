@@ -105,12 +105,17 @@ impl NodeHandle {
         // A frame shared by N replicas' states: even N fully diverged states merged on
         // one replica still fit in one frame, so the key stays readable and resolvable.
         let state_budget = config.limits().max_frame_bytes() / config.replicas.max(2);
+        // A read repair sends states it read up to a deadline plus one window earlier,
+        // within another window: a state reaped here is remembered that long, so such a
+        // stale copy cannot bring it back (`dynakv_common::reaping`).
+        let reap_memory = crate::coordinator::MAX_REQUEST_TIMEOUT + 2 * config.read_repair_window();
         let replica = Replica::open(
             storage,
             me.as_str(),
             state_budget,
             config.max_hints,
             config.conflict_policy,
+            reap_memory,
         )
         .await?;
         let anti_entropy = AntiEntropy::new(config.partitions, config.anti_entropy_keys_per_s)

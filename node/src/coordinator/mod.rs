@@ -42,7 +42,7 @@ pub use read::get;
 pub use write::put;
 
 /// Longest deadline a client may ask for.
-const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error(WireError::new(code, message))

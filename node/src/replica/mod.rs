@@ -7,7 +7,9 @@
 //! fallback's [`Replica::store_hint`] (merged into the hint it already holds for that
 //! key and primary), and the reaper's conditional [`Replica::reap_if`]. Each data change
 //! also keeps the tombstone index right in the same atomic batch. Record layout:
-//! [`layout`].
+//! [`layout`]. For a while after a reap, a merge that would only bring the reaped state
+//! back (a copy read before the reap, delivered after it) is ignored
+//! (`dynakv_common::reaping::RecentReaps`).
 //!
 //! Dots: the coordinator's new dot is above every counter its actor ever minted (a
 //! node-wide floor kept here, saved at clean shutdown), so a reaped key's new writes are
@@ -16,9 +18,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crdts::Dot;
-use dynakv_common::reaping::deleted_at_ms;
+use dynakv_common::reaping::{deleted_at_ms, RecentReaps};
 use dynakv_common::version::{Actor, Clock, Versioned};
 use dynakv_common::wire::ConflictPolicy;
 use dynakv_common::NodeId;
@@ -124,6 +127,10 @@ struct Minting {
 /// Stripes of the deferred minting locks.
 const MINT_STRIPES: usize = 256;
 
+/// Most reaped states remembered at once (the oldest are forgotten first: a stale copy
+/// of one may then bring its tombstones back, to be reaped again).
+const RECENT_REAPS: usize = 100_000;
+
 /// This node's versioned key-value state. Cheap to clone.
 #[derive(Clone)]
 pub struct Replica {
@@ -139,6 +146,8 @@ pub struct Replica {
     minting: Arc<Minting>,
     /// How concurrent writes are resolved (applied after every update and merge).
     policy: ConflictPolicy,
+    /// States reaped here lately: a merge that adds nothing to one is ignored.
+    reaps: Arc<Mutex<RecentReaps>>,
 }
 
 fn tombstone_edit(
@@ -166,12 +175,17 @@ impl Replica {
     /// that was killed, gets a new epoch: a killed node may have shown a write to a reader
     /// (and read repair may have spread it) before the write's fsync, and must not mint
     /// that dot again for another value. The cost is one more clock entry per crash.
+    ///
+    /// A reaped state is remembered for `reap_memory`, which must cover the longest time
+    /// a state read before the reap can still arrive after it (a read repair's deadline
+    /// plus its listening and sending windows).
     pub async fn open(
         storage: Storage,
         node: &str,
         state_budget: usize,
         max_hints: u64,
         policy: ConflictPolicy,
+        reap_memory: Duration,
     ) -> Result<Replica, ReplicaError> {
         match storage.get(Space::Meta, LAYOUT_KEY).await? {
             Some(v) if v.as_slice() == [LAYOUT] => {}
@@ -243,6 +257,7 @@ impl Replica {
                 pending: Mutex::default(),
             }),
             policy,
+            reaps: Arc::new(Mutex::new(RecentReaps::new(reap_memory, RECENT_REAPS))),
         })
     }
 
@@ -425,10 +440,14 @@ impl Replica {
         result
     }
 
-    /// Merges a state from another replica into this node's primary copy, durably.
+    /// Merges a state from another replica into this node's primary copy, durably. A
+    /// state that adds nothing to one reaped here lately is ignored: it was read before
+    /// the reap (a read repair's or an exchange's), and storing it would bring the reaped
+    /// tombstones back, or the value they replaced.
     pub async fn merge(&self, key: Vec<u8>, incoming: Versioned) -> Result<Merged, ReplicaError> {
         let data_key = layout::data_key(&key);
         let policy = self.policy;
+        let reaps = self.reaps.clone();
         self.storage
             .modify_with(Space::Data, data_key.clone(), move |old| {
                 let old = match old.map(layout::decode_state).transpose() {
@@ -436,6 +455,20 @@ impl Replica {
                     Err(e) => return (Change::Keep.into(), Err(e.into())),
                 };
                 let mut state = old.clone().unwrap_or_default();
+                let stale = reaps.lock().unwrap_or_else(|p| p.into_inner()).subsumes(
+                    &key,
+                    &incoming,
+                    Instant::now(),
+                );
+                if stale {
+                    return (
+                        Change::Keep.into(),
+                        Ok(Merged {
+                            state,
+                            changed: false,
+                        }),
+                    );
+                }
                 state.merge(&incoming);
                 policy.apply(&mut state);
                 if old.as_ref() == Some(&state) {
@@ -464,9 +497,10 @@ impl Replica {
 
     /// Deletes this node's copy of a key if its state digest is still `digest` and it
     /// holds tombstones only (the reaping rule was checked by the caller). Returns
-    /// whether it was deleted.
+    /// whether it was deleted. The reaped state is remembered (see [`Replica::merge`]).
     pub async fn reap_if(&self, key: &[u8], digest: u128) -> Result<bool, ReplicaError> {
         let data_key = layout::data_key(key);
+        let (key, reaps) = (key.to_vec(), self.reaps.clone());
         self.storage
             .modify_with(Space::Data, data_key.clone(), move |old| {
                 let state = match old.map(layout::decode_state).transpose() {
@@ -477,6 +511,11 @@ impl Replica {
                 if state.digest() != digest || deleted_at_ms(&state).is_none() {
                     return (Change::Keep.into(), Ok(false));
                 }
+                reaps.lock().unwrap_or_else(|p| p.into_inner()).remember(
+                    &key,
+                    state,
+                    Instant::now(),
+                );
                 let edit = Edit {
                     change: Change::Delete,
                     also: vec![(Space::Tombstones, data_key, Change::Delete)],

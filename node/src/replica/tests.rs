@@ -6,12 +6,20 @@ use super::*;
 use crate::storage::StorageOptions;
 
 const BUDGET: usize = 1 << 20;
+const REAP_MEMORY: Duration = Duration::from_secs(60);
 
 async fn open(dir: &std::path::Path, max_hints: u64) -> Replica {
     let storage = Storage::open(dir, StorageOptions::default()).expect("open storage");
-    Replica::open(storage, "n1", BUDGET, max_hints, ConflictPolicy::Dvv)
-        .await
-        .expect("open replica")
+    Replica::open(
+        storage,
+        "n1",
+        BUDGET,
+        max_hints,
+        ConflictPolicy::Dvv,
+        REAP_MEMORY,
+    )
+    .await
+    .expect("open replica")
 }
 
 fn node(id: &str) -> NodeId {
@@ -66,6 +74,58 @@ async fn the_tombstone_index_follows_the_data_and_reaping_is_conditional() {
     assert!(r.reap_if(b"k", gone.digest()).await.unwrap());
     assert_eq!(r.read(b"k").await.unwrap(), None);
     assert!(r.tombstones(None, 10).await.unwrap().is_empty());
+    r.storage().close().await.unwrap();
+}
+
+/// The flaky end-to-end reap: a read repair that read the tombstones on one primary
+/// before the reap, and got "none" from this one after it, sends the tombstones here
+/// once everyone has reaped. Neither they nor the value they replaced may be stored
+/// again; a write made after the reap is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_read_before_a_reap_does_not_bring_the_key_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path(), 10).await;
+    let old = state("n2.1", Some(b"old"), 100);
+    let mut deleted = old.clone();
+    deleted.update(old.clock(), &Actor("n2.1".into()), None, 200);
+    r.merge(b"k".to_vec(), deleted.clone()).await.unwrap();
+    assert!(r.reap_if(b"k", deleted.digest()).await.unwrap());
+
+    // The late read repair (or exchange) carrying the reaped tombstones...
+    let m = r.merge(b"k".to_vec(), deleted.clone()).await.unwrap();
+    assert!(!m.changed, "{m:?}");
+    assert_eq!(
+        r.read(b"k").await.unwrap(),
+        None,
+        "the tombstones came back"
+    );
+    assert!(r.tombstones(None, 10).await.unwrap().is_empty());
+    // ...or only the value it deleted, read from a primary that was still behind.
+    r.merge(b"k".to_vec(), old).await.unwrap();
+    assert_eq!(
+        r.read(b"k").await.unwrap(),
+        None,
+        "the deleted value came back"
+    );
+
+    // A new write of the key after the reap is stored, and a stale copy arriving after
+    // it does not add the reaped tombstone to it as a sibling.
+    let mut reborn = Versioned::new();
+    reborn.update_with_floor(
+        &Clock::new(),
+        &Actor("n3.1".into()),
+        Some(b"new".to_vec()),
+        300,
+        0,
+    );
+    assert!(
+        r.merge(b"k".to_vec(), reborn.clone())
+            .await
+            .unwrap()
+            .changed
+    );
+    r.merge(b"k".to_vec(), deleted).await.unwrap();
+    assert_eq!(r.read(b"k").await.unwrap(), Some(reborn));
     r.storage().close().await.unwrap();
 }
 
@@ -195,10 +255,17 @@ async fn a_data_directory_of_the_previous_layout_is_migrated() {
         .put(Space::Meta, LAYOUT_KEY.to_vec(), vec![9])
         .await
         .unwrap();
-    let err = Replica::open(storage.clone(), "n1", BUDGET, 10, ConflictPolicy::Dvv)
-        .await
-        .err()
-        .expect("refused");
+    let err = Replica::open(
+        storage.clone(),
+        "n1",
+        BUDGET,
+        10,
+        ConflictPolicy::Dvv,
+        REAP_MEMORY,
+    )
+    .await
+    .err()
+    .expect("refused");
     assert!(err.to_string().contains("storage layout"), "{err}");
     storage.close().await.unwrap();
 }
@@ -207,7 +274,7 @@ async fn a_data_directory_of_the_previous_layout_is_migrated() {
 async fn last_writer_wins_keeps_only_the_newest_of_concurrent_writes() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
-    let r = Replica::open(storage, "n1", BUDGET, 10, ConflictPolicy::Lww)
+    let r = Replica::open(storage, "n1", BUDGET, 10, ConflictPolicy::Lww, REAP_MEMORY)
         .await
         .unwrap();
     r.coordinate(b"k".to_vec(), Clock::new(), Some(b"mine".to_vec()), 100)
