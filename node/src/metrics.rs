@@ -74,6 +74,8 @@ counters! {
     replica_requests,
     /// Client requests that arrived in a batch (a client coalescing what it had queued).
     client_batched_requests,
+    /// Peer requests that arrived in a batch (a peer coalescing its replica messages).
+    replica_batched_requests,
     /// Requests refused because the node was at its in-flight limit.
     overload_refusals,
     /// Frames that could not be decoded or were too large.

@@ -288,11 +288,11 @@ async fn serve_batch(
         }
         return;
     }
-    if role != Role::Node {
-        node.counters
-            .client_batched_requests
-            .fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    }
+    let batched = match role {
+        Role::Node => &node.counters.replica_batched_requests,
+        Role::Client | Role::Admin => &node.counters.client_batched_requests,
+    };
+    batched.fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let mut pending: FuturesUnordered<_> = items
         .into_iter()
         .enumerate()

@@ -5,14 +5,20 @@
 //! costs system calls and thread wake-ups on both ends; under load, one stream carries
 //! many requests.
 //!
-//! There is no timer: a [`Coalescer`] takes whatever is already queued when it gets to
-//! run, so a lone request goes out at once, alone, and batches only form when requests
-//! arrive faster than they are sent. A batch is bounded in requests and bytes. Each
-//! caller keeps its own deadline; a failure before a request's answer arrived is
-//! reported to that caller exactly as for a request sent alone (not sent, or unknown).
+//! There is no timer. When nothing it sent is still awaiting an answer, a [`Coalescer`]
+//! sends what is queued at once, so a lone request goes out alone without waiting. While
+//! earlier batches are in flight (the sender is busy), it first yields to the scheduler
+//! once, so that the tasks already ready to run — the other requests of a client batch,
+//! the fan-outs of other writes — queue their messages too, and everything queued in that
+//! pass travels together: without that yield, the woken coalescer ran between every two
+//! request tasks and took one message at a time (1.02 per batch measured under load). A
+//! batch is bounded in requests and bytes. Each caller keeps its own deadline; a failure
+//! before a request's answer arrived is reported to that caller exactly as for a request
+//! sent alone (not sent, or unknown).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +98,11 @@ const MAX_DRAIN: usize = 4 * MAX_BATCH;
 /// share one queue; each connection's requests keep their order.
 async fn run(mut rx: mpsc::UnboundedReceiver<Queued>, max_frame: usize, spawn: Spawn) {
     let budget = max_frame / 2;
+    let in_flight = Arc::new(AtomicUsize::new(0));
     while let Some(first) = rx.recv().await {
+        if in_flight.load(Ordering::Relaxed) > 0 {
+            tokio::task::yield_now().await;
+        }
         let mut batches: Vec<(Vec<Queued>, usize)> = Vec::new();
         let mut next = Some(first);
         let mut taken = 0;
@@ -119,8 +129,28 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Queued>, max_frame: usize, spawn: S
             }
         }
         for (batch, _) in batches {
-            spawn(Box::pin(send(batch, max_frame)));
+            let sending = InFlight::new(&in_flight);
+            spawn(Box::pin(async move {
+                send(batch, max_frame).await;
+                drop(sending);
+            }));
         }
+    }
+}
+
+/// Counts a batch as in flight until dropped (also when its task is cancelled).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -334,3 +334,45 @@ async fn a_client_coalesces_concurrent_requests_and_each_gets_its_answer() -> an
     }
     panic!("no request arrived in a batch in 20 rounds of 64 concurrent puts and gets");
 }
+
+/// Under concurrent writes, the replica messages a coordinator sends one peer travel
+/// together: most of them reach the peer inside a batch, not one stream each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_messages_to_one_peer_travel_in_batches_under_load() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let client = cluster.client_from(0).await?;
+    for round in 0..10 {
+        let mut puts = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let client = client.clone();
+            puts.spawn(async move {
+                let key = format!("b-{round}-{i}");
+                client
+                    .put(
+                        key.as_bytes(),
+                        b"v".to_vec(),
+                        WriteOptions::with_w(Quorum::All),
+                    )
+                    .await
+            });
+        }
+        while let Some(put) = puts.join_next().await {
+            assert_eq!(put??.replicas_acked, 3);
+        }
+    }
+    client.close().await;
+    let (mut batched, mut all) = (0, 0);
+    for i in 0..3 {
+        let counters = cluster.counters(i).await?;
+        batched += counters["replica_batched_requests"];
+        all += counters["replica_requests"];
+    }
+    // 640 writes through n1, each sent to the two other replicas: 1,280 messages.
+    eprintln!("{batched} of {all} replica messages arrived in a batch");
+    assert!(all >= 1280, "only {all} replica requests served");
+    assert!(
+        batched * 2 > all,
+        "only {batched} of {all} replica messages arrived in a batch"
+    );
+    Ok(())
+}
