@@ -95,7 +95,8 @@ const MAX_DRAIN: usize = 4 * MAX_BATCH;
 
 /// The coalescer's loop: take what is queued, send it as one batch per connection,
 /// repeat. Requests for different connections (a client talks to every replica) may
-/// share one queue; each connection's requests keep their order.
+/// share one queue. Requests queued together are concurrent, so batches (sent side by
+/// side) promise no order among them; within a batch, items keep their queue order.
 async fn run(mut rx: mpsc::UnboundedReceiver<Queued>, max_frame: usize, spawn: Spawn) {
     let budget = max_frame / 2;
     let in_flight = Arc::new(AtomicUsize::new(0));
