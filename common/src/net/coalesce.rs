@@ -93,12 +93,19 @@ impl Coalescer {
 /// Most requests one turn of the loop takes from the queue.
 const MAX_DRAIN: usize = 4 * MAX_BATCH;
 
+/// Most bytes of requests in one batch. Batching pays for small messages; a larger one
+/// goes alone. Kept under the frame overhead every node accepts beyond its value limit
+/// (1 MiB), so a batch is never refused as too large by a node that would have taken each
+/// of its requests alone, whatever limits the sender itself was configured with (the CLI
+/// leaves the value limit to the nodes).
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+
 /// The coalescer's loop: take what is queued, send it as one batch per connection,
 /// repeat. Requests for different connections (a client talks to every replica) may
 /// share one queue. Requests queued together are concurrent, so batches (sent side by
 /// side) promise no order among them; within a batch, items keep their queue order.
 async fn run(mut rx: mpsc::UnboundedReceiver<Queued>, max_frame: usize, spawn: Spawn) {
-    let budget = max_frame / 2;
+    let budget = (max_frame / 2).min(MAX_BATCH_BYTES);
     let in_flight = Arc::new(AtomicUsize::new(0));
     while let Some(first) = rx.recv().await {
         if in_flight.load(Ordering::Relaxed) > 0 {

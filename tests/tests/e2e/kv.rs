@@ -376,3 +376,55 @@ async fn replica_messages_to_one_peer_travel_in_batches_under_load() -> anyhow::
     );
     Ok(())
 }
+
+/// A client whose own limits are looser than the node's (as the CLI's are: it leaves
+/// value limits to the nodes) never batches its requests past what the node accepts in
+/// one frame: each write the node would take alone is taken when sent with others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stay_within_the_frame_a_node_accepts() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 1,
+        replicas: 1,
+        // The node's frames: 64 KiB values x 16 siblings + 1 MiB, about 2 MiB.
+        tweak: std::sync::Arc::new(|c| c.max_value_bytes = 64 * 1024),
+        ..Default::default()
+    })
+    .await?;
+    let mut opts = dynakv_client::ClientOptions::new(
+        vec![cluster.nodes[0].addr.clone()],
+        cluster.settings.tls_config()?,
+    );
+    opts.limits = dynakv_common::limits::Limits {
+        max_key_bytes: 64 * 1024,
+        max_value_bytes: 64 * 1024 * 1024,
+    };
+    let client = dynakv_client::Client::connect(opts).await?;
+    // Rounds of 64 writes of 60 KB at once: 3.8 MB queued for one node, twice its frame
+    // limit; until some of them did travel batched (bounded).
+    for round in 0..10 {
+        let mut puts = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let client = client.clone();
+            puts.spawn(async move {
+                let key = format!("big-{round}-{i}");
+                client
+                    .put(
+                        key.as_bytes(),
+                        vec![b'x'; 60_000],
+                        WriteOptions::with_w(Quorum::One),
+                    )
+                    .await
+            });
+        }
+        while let Some(put) = puts.join_next().await {
+            put??;
+        }
+        let counters = cluster.counters(0).await?;
+        assert_eq!(counters["bad_frames"], 0, "a frame was refused");
+        if counters["client_batched_requests"] > 0 {
+            client.close().await;
+            return Ok(());
+        }
+    }
+    panic!("no write travelled in a batch in 10 rounds of 64");
+}
