@@ -29,13 +29,16 @@ use tracing::{debug, info, warn};
 
 use crate::dispatch::{dispatch, Role};
 use crate::fault::Incoming;
-use crate::metrics::bump;
+use crate::metrics::{add, bump};
 use crate::state::NodeState;
 
 /// How long an answer may take to be acknowledged by the peer before its permit is freed.
 const ANSWER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest time a request on a cut link is held unanswered (its sender gives up sooner).
 const CUT_LINK_HOLD: Duration = Duration::from_secs(60);
+/// The answer to a request refused for want of an in-flight permit.
+const OVERLOADED: &str =
+    "node overloaded: too many requests in flight; retry later or use another node";
 /// How long a stream may take to deliver its request frame.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -134,7 +137,7 @@ async fn serve_stream(
     } else {
         pool.clone().try_acquire_owned().map_err(|_| {
             bump(&node.counters.overload_refusals);
-            "node overloaded: too many requests in flight; retry later or use another node"
+            OVERLOADED
         })
     };
     let _permit = match permit {
@@ -292,7 +295,7 @@ async fn serve_batch(
         Role::Node => &node.counters.replica_batched_requests,
         Role::Client | Role::Admin => &node.counters.client_batched_requests,
     };
-    batched.fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    add(batched, items.len() as u64);
     let mut pending: FuturesUnordered<_> = items
         .into_iter()
         .enumerate()
@@ -307,10 +310,7 @@ async fn serve_batch(
                     (Some(refused), _) => refused,
                     (None, Err(_)) => {
                         bump(&node.counters.overload_refusals);
-                        Response::Error(WireError::new(
-                            ErrorCode::Unavailable,
-                            "node overloaded: too many requests in flight; retry later or use another node",
-                        ))
+                        Response::Error(WireError::new(ErrorCode::Unavailable, OVERLOADED))
                     }
                     (None, Ok(_permit)) => dispatch(node, role, req).await,
                 };

@@ -94,13 +94,7 @@ async fn replicas_converge_on_the_interval_without_reads_or_hints() -> anyhow::R
     let status = cluster.client_only(2).await?.anti_entropy(false).await?;
     assert!(status.trees_ready);
     assert!(status.exchanges > 0, "{status:?}");
-    let repaired: u64 = {
-        let mut total = 0;
-        for i in 0..3 {
-            total += cluster.counters(i).await?["ae_keys_repaired"];
-        }
-        total
-    };
+    let repaired = cluster.counter_sum(0..3, "ae_keys_repaired").await?;
     // Node 1 came back lacking the 20 `b:*` keys and side B of `both`: at least 21
     // changes after its restart, all made by anti-entropy (repairs counted before a
     // node's restart are lost with its counters).

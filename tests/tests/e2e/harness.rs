@@ -354,6 +354,23 @@ impl Cluster {
         Ok(d)
     }
 
+    /// The sum of counter `name` over `nodes`.
+    pub async fn counter_sum(
+        &self,
+        nodes: impl IntoIterator<Item = usize>,
+        name: &str,
+    ) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for i in nodes {
+            let counters = self.counters(i).await?;
+            total += counters
+                .get(name)
+                .copied()
+                .with_context(|| format!("node {i} reports no counter {name}"))?;
+        }
+        Ok(total)
+    }
+
     /// Node `i`'s counters.
     pub async fn counters(&self, i: usize) -> anyhow::Result<BTreeMap<String, u64>> {
         let client = self.client_only(i).await?;

@@ -4,6 +4,29 @@ use crate::harness::{Cluster, ClusterOptions};
 use dynakv_client::{ReadOptions, WriteOptions};
 use dynakv_common::quorum::Quorum;
 
+/// Makes every write at once, each from its own task (so a coalescing client can batch
+/// them), and returns their results in no particular order.
+async fn put_concurrently(
+    client: &std::sync::Arc<dynakv_client::Client>,
+    writes: impl IntoIterator<Item = (String, Vec<u8>)>,
+    w: Quorum,
+) -> anyhow::Result<Vec<dynakv_client::PutResult>> {
+    let mut puts = tokio::task::JoinSet::new();
+    for (key, value) in writes {
+        let client = client.clone();
+        puts.spawn(async move {
+            client
+                .put(key.as_bytes(), value, WriteOptions::with_w(w))
+                .await
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(put) = puts.join_next().await {
+        results.push(put??);
+    }
+    Ok(results)
+}
+
 /// A raw R=1 read of `key`, for tests that speak the wire themselves.
 fn get_one(key: Vec<u8>) -> dynakv_common::wire::Request {
     dynakv_common::wire::Request::Get(dynakv_common::wire::GetRequest {
@@ -285,32 +308,15 @@ async fn a_client_batch_takes_one_in_flight_permit_per_request() -> anyhow::Resu
 async fn a_client_coalesces_concurrent_requests_and_each_gets_its_answer() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let client = cluster.client_from(0).await?;
-    let batched = || async {
-        let mut total = 0;
-        for i in 0..3 {
-            total += cluster.counters(i).await?["client_batched_requests"];
-        }
-        anyhow::Ok(total)
-    };
     // Concurrent requests form batches whenever they queue faster than the client
     // sends; keep going (bounded) until some did.
     for round in 0..20 {
-        let mut puts = tokio::task::JoinSet::new();
-        for i in 0..64 {
-            let client = client.clone();
-            puts.spawn(async move {
-                let key = format!("c-{round}-{i}");
-                client
-                    .put(
-                        key.as_bytes(),
-                        key.clone().into_bytes(),
-                        WriteOptions::with_w(Quorum::All),
-                    )
-                    .await
-            });
-        }
-        while let Some(put) = puts.join_next().await {
-            assert_eq!(put??.replicas_acked, 3);
+        let writes = (0..64).map(|i| {
+            let key = format!("c-{round}-{i}");
+            (key.clone(), key.into_bytes())
+        });
+        for put in put_concurrently(&client, writes, Quorum::All).await? {
+            assert_eq!(put.replicas_acked, 3);
         }
         let mut gets = tokio::task::JoinSet::new();
         for i in 0..64 {
@@ -327,7 +333,7 @@ async fn a_client_coalesces_concurrent_requests_and_each_gets_its_answer() -> an
             let (key, got) = get?;
             assert_eq!(got?.values, vec![key.into_bytes()]);
         }
-        if batched().await? > 0 {
+        if cluster.counter_sum(0..3, "client_batched_requests").await? > 0 {
             client.close().await;
             return Ok(());
         }
@@ -342,33 +348,17 @@ async fn replica_messages_to_one_peer_travel_in_batches_under_load() -> anyhow::
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let client = cluster.client_from(0).await?;
     for round in 0..10 {
-        let mut puts = tokio::task::JoinSet::new();
-        for i in 0..64 {
-            let client = client.clone();
-            puts.spawn(async move {
-                let key = format!("b-{round}-{i}");
-                client
-                    .put(
-                        key.as_bytes(),
-                        b"v".to_vec(),
-                        WriteOptions::with_w(Quorum::All),
-                    )
-                    .await
-            });
-        }
-        while let Some(put) = puts.join_next().await {
-            assert_eq!(put??.replicas_acked, 3);
+        let writes = (0..64).map(|i| (format!("b-{round}-{i}"), b"v".to_vec()));
+        for put in put_concurrently(&client, writes, Quorum::All).await? {
+            assert_eq!(put.replicas_acked, 3);
         }
     }
     client.close().await;
-    let (mut batched, mut all) = (0, 0);
-    for i in 0..3 {
-        let counters = cluster.counters(i).await?;
-        batched += counters["replica_batched_requests"];
-        all += counters["replica_requests"];
-    }
+    let batched = cluster
+        .counter_sum(0..3, "replica_batched_requests")
+        .await?;
+    let all = cluster.counter_sum(0..3, "replica_requests").await?;
     // 640 writes through n1, each sent to the two other replicas: 1,280 messages.
-    eprintln!("{batched} of {all} replica messages arrived in a batch");
     assert!(all >= 1280, "only {all} replica requests served");
     assert!(
         batched * 2 > all,
@@ -402,23 +392,8 @@ async fn batches_stay_within_the_frame_a_node_accepts() -> anyhow::Result<()> {
     // Rounds of 64 writes of 60 KB at once: 3.8 MB queued for one node, twice its frame
     // limit; until some of them did travel batched (bounded).
     for round in 0..10 {
-        let mut puts = tokio::task::JoinSet::new();
-        for i in 0..64 {
-            let client = client.clone();
-            puts.spawn(async move {
-                let key = format!("big-{round}-{i}");
-                client
-                    .put(
-                        key.as_bytes(),
-                        vec![b'x'; 60_000],
-                        WriteOptions::with_w(Quorum::One),
-                    )
-                    .await
-            });
-        }
-        while let Some(put) = puts.join_next().await {
-            put??;
-        }
+        let writes = (0..64).map(|i| (format!("big-{round}-{i}"), vec![b'x'; 60_000]));
+        put_concurrently(&client, writes, Quorum::One).await?;
         let counters = cluster.counters(0).await?;
         assert_eq!(counters["bad_frames"], 0, "a frame was refused");
         if counters["client_batched_requests"] > 0 {

@@ -86,13 +86,9 @@ async fn a_delete_during_an_outage_stays_deleted_and_is_reaped_everywhere() -> a
         !resurrected.load(Ordering::SeqCst),
         "a reader saw the deleted value again"
     );
-    let reaped: u64 = {
-        let mut total = 0;
-        for &i in &primaries {
-            total += cluster.counters(i).await?["tombstones_reaped"];
-        }
-        total
-    };
+    let reaped = cluster
+        .counter_sum(primaries.iter().copied(), "tombstones_reaped")
+        .await?;
     assert!(reaped >= 3, "each primary reaped its copy: {reaped}");
 
     // Anti-entropy and hints find nothing to bring back.
