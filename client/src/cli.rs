@@ -229,23 +229,23 @@ struct BenchArgs {
 }
 
 /// Parses the command line and runs the command; the whole program behind the binary.
+/// The CLI runs on one thread: it waits on the network, not the CPU, and even
+/// `dynakv bench` at hundreds in flight needs a fraction of a core, which it then
+/// leaves to the nodes when they share the host.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    run_binary("warn", run(cli))
+    run_binary("warn", Some(1), run(cli))
 }
 
 /// The shared shell of the dynakv binaries: logs to stderr (`RUST_LOG`, else
-/// `default_log`), runs `work` on a multi-threaded runtime, and turns an error into one
-/// `error: ...` line and a failing exit code.
+/// `default_log`), runs `work` on a runtime of `threads` threads (None: one per core),
+/// and turns an error into one `error: ...` line and a failing exit code.
+///
+/// One thread means tokio's current-thread scheduler, not a multi-threaded one with one
+/// worker: every task, timer and socket is then driven by the thread that runs `work`,
+/// so no request wakes a second thread (measured: +16% puts, +17-29% gets per node,
+/// docs/benchmarks.md).
 pub fn run_binary(
-    default_log: &str,
-    work: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> std::process::ExitCode {
-    run_binary_with(default_log, None, work)
-}
-
-/// [`run_binary`] on a runtime of `threads` worker threads (None: one per core).
-pub fn run_binary_with(
     default_log: &str,
     threads: Option<usize>,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
@@ -257,10 +257,13 @@ pub fn run_binary_with(
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = threads {
-        builder.worker_threads(n.max(1));
+    if let Some(n) = threads.filter(|&n| n > 1) {
+        builder.worker_threads(n);
     }
     let runtime = match builder.build() {
         Ok(r) => r,

@@ -226,7 +226,7 @@ pub fn main() -> std::process::ExitCode {
         },
         _ => None,
     };
-    dynakv_client::cli::run_binary_with("info", threads, run(cli))
+    dynakv_client::cli::run_binary("info", threads, run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
