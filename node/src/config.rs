@@ -54,8 +54,9 @@ pub struct NodeConfig {
     pub max_value_bytes: usize,
     /// Most requests served at once; more are refused with "unavailable".
     pub max_in_flight: usize,
-    /// Runtime threads serving requests. One is enough for a small node and avoids
-    /// threads waking each other for every request; more help a node with many cores.
+    /// Runtime threads serving requests. One (tokio's current-thread scheduler) is enough
+    /// for a small node and avoids threads waking each other for every request; more
+    /// (a work-stealing pool) help a node with many cores.
     pub worker_threads: usize,
     /// Where storage work and group-commit fsyncs run: `inline` (on the event loop; no
     /// thread wake-ups per write; right for SSDs and fast fsync) or `threads` (a
