@@ -12,7 +12,7 @@
 //! except an answer saying the peer is configured differently, which counts against it —
 //! and a transport failure counts against it. Transitions are logged once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,9 @@ pub struct Peers {
     coalescers: Mutex<HashMap<NodeId, Coalescer>>,
     /// Where coalescers run their work (the node's task tracker).
     spawn: Spawn,
+    /// Peers whose last answer refused us for a different cluster configuration, so
+    /// that refusal is logged once per episode even if the peer was already down.
+    misconfigured: std::sync::Mutex<HashSet<NodeId>>,
 }
 
 impl Peers {
@@ -69,6 +72,7 @@ impl Peers {
             coalesce,
             coalescers: Mutex::new(HashMap::new()),
             spawn,
+            misconfigured: std::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -257,6 +261,10 @@ impl Peers {
                 self.record_failure(peer, &e.message, true);
             }
             Ok(_) => {
+                self.misconfigured
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(peer);
                 if self.membership.record_ok(peer) {
                     info!(peer = %peer, "peer is up");
                 }
@@ -266,7 +274,17 @@ impl Peers {
     }
 
     fn record_failure(&self, peer: &NodeId, cause: &str, misconfigured: bool) {
-        if self.membership.record_failure(peer) {
+        // A peer that turns out to be configured differently gets an error of its own,
+        // even when it was already down for another reason (it was restarted with the
+        // wrong configuration, say): otherwise the log would only ever say "down".
+        let newly_misconfigured = misconfigured
+            && self
+                .misconfigured
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(peer.clone());
+        let went_down = self.membership.record_failure(peer);
+        if went_down {
             // A connection to a peer that stopped answering only times out later; drop it
             // so that the first request after the peer is back dials its new process.
             // (A dial in progress holds the slot and is fresh anyway.)
@@ -275,11 +293,11 @@ impl Peers {
                     conn.close(0u32.into(), b"peer down");
                 }
             }
-            if misconfigured {
-                error!(peer = %peer, cause = %cause, "peer refused: cluster configuration differs");
-            } else {
-                warn!(peer = %peer, cause = %cause, "peer is down");
-            }
+        }
+        if newly_misconfigured || (went_down && misconfigured) {
+            error!(peer = %peer, cause = %cause, "peer refused: cluster configuration differs");
+        } else if went_down {
+            warn!(peer = %peer, cause = %cause, "peer is down");
         }
     }
 }
