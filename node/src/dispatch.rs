@@ -185,7 +185,15 @@ async fn replica_put(
         }
         _ => {}
     }
-    match coordinator::store_local(node, key, state, hint_for).await {
+    // A node serving no client request may run a lone replica write's fsync on its event
+    // loop (no hand-off to the syncer thread and back on the write's path); with client
+    // requests in flight, they would wait behind the fsync, so it goes to the syncer.
+    let quiet = node.in_flight.available_permits() >= node.config.max_in_flight;
+    let stored = match hint_for {
+        None if quiet => node.replica.merge_in_place(key, state).await.map(|_| ()),
+        _ => coordinator::store_local(node, key, state, hint_for).await,
+    };
+    match stored {
         Ok(()) => Response::Ack,
         Err(e @ ReplicaError::HintsFull { .. }) => refuse(ErrorCode::Unavailable, e.to_string()),
         Err(e) => storage_error(e),

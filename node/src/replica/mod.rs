@@ -445,11 +445,31 @@ impl Replica {
     /// the reap (a read repair's or an exchange's), and storing it would bring the reaped
     /// tombstones back, or the value they replaced.
     pub async fn merge(&self, key: Vec<u8>, incoming: Versioned) -> Result<Merged, ReplicaError> {
+        self.merge_as(key, incoming, false).await
+    }
+
+    /// [`Replica::merge`] for a node with nothing else to do: when writes come alone, the
+    /// fsync runs on the caller's thread (see [`crate::storage::Durable::wait_here`]).
+    pub async fn merge_in_place(
+        &self,
+        key: Vec<u8>,
+        incoming: Versioned,
+    ) -> Result<Merged, ReplicaError> {
+        self.merge_as(key, incoming, true).await
+    }
+
+    async fn merge_as(
+        &self,
+        key: Vec<u8>,
+        incoming: Versioned,
+        in_place: bool,
+    ) -> Result<Merged, ReplicaError> {
         let data_key = layout::data_key(&key);
         let policy = self.policy;
         let reaps = self.reaps.clone();
-        self.storage
-            .modify_with(Space::Data, data_key.clone(), move |old| {
+        let (merged, durable) = self
+            .storage
+            .modify_applied(Space::Data, data_key.clone(), move |old| {
                 let old = match old.map(layout::decode_state).transpose() {
                     Ok(s) => s,
                     Err(e) => return (Change::Keep.into(), Err(e.into())),
@@ -492,7 +512,13 @@ impl Replica {
                     }),
                 )
             })
-            .await?
+            .await?;
+        if in_place {
+            durable.wait_here().await?;
+        } else {
+            durable.wait().await?;
+        }
+        merged
     }
 
     /// Deletes this node's copy of a key if its state digest is still `digest` and it

@@ -65,7 +65,7 @@ mod tests;
 
 pub use error::StorageError;
 pub use sync::GroupCommit;
-use sync::{lock, run_syncer, run_syncer_task, Shared, SyncCtl, SyncState};
+use sync::{lock, run_syncer, run_syncer_task, Progress, Shared, SyncCtl, SyncState};
 
 /// Keys and values, as scans return them.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -499,6 +499,26 @@ impl Durable {
     pub async fn wait(self) -> Result<(), StorageError> {
         self.inner.wait_durable(self.op, self.seq).await
     }
+
+    /// [`Durable::wait`] that, when writes come alone and no fsync is running, runs the
+    /// fsync here on the caller's thread instead of waking the syncer thread and being
+    /// woken by it: two thread hand-offs fewer on a lone write's path, at the price of
+    /// holding this thread (the event loop) for one fsync. It first lets the other ready
+    /// tasks run, so that writes arriving together (a batch of replica writes) are
+    /// applied first and share that fsync. Under concurrent writes it is
+    /// [`Durable::wait`].
+    pub async fn wait_here(self) -> Result<(), StorageError> {
+        if self.inner.durability == Durability::Fsync && self.seq > 0 {
+            if self.inner.state.borrow().synced >= self.seq {
+                return Ok(());
+            }
+            tokio::task::yield_now().await;
+            if self.inner.state.borrow().synced < self.seq {
+                self.inner.shared.try_sync_here();
+            }
+        }
+        self.wait().await
+    }
 }
 
 /// The node's embedded store. Cheap to clone; all clones share one database.
@@ -547,6 +567,7 @@ impl Storage {
             ks(Space::Tombstones)?,
         ];
 
+        let (tx, state) = watch::channel(SyncState::default());
         let shared = Arc::new(Shared {
             db,
             dir: dir.to_path_buf(),
@@ -555,14 +576,16 @@ impl Storage {
             fsyncs: AtomicU64::new(0),
             fsyncs_under_engine_lock: AtomicU64::new(0),
             largest_group: AtomicU64::new(0),
+            last_group: AtomicU64::new(0),
             syncing: AtomicBool::new(false),
             ctl: Mutex::new(SyncCtl::default()),
             wake: Condvar::new(),
             wake_task: tokio::sync::Notify::new(),
+            progress: Mutex::new(Progress::default()),
+            tx,
             #[cfg(test)]
             test: tests::Hooks::default(),
         });
-        let (tx, state) = watch::channel(SyncState::default());
         let syncer = {
             let shared = Arc::clone(&shared);
             let durability = opts.durability;
@@ -571,7 +594,7 @@ impl Storage {
                 StorageIo::Threads | StorageIo::Inline => Syncer::Thread(
                     std::thread::Builder::new()
                         .name("dynakv-syncer".into())
-                        .spawn(move || run_syncer(shared, tx, durability, group))
+                        .spawn(move || run_syncer(shared, durability, group))
                         .map_err(|e| StorageError::Open {
                             path: dir.to_path_buf(),
                             source: fjall::Error::Io(e),
@@ -585,7 +608,7 @@ impl Storage {
                                 "inline storage I/O needs a tokio runtime",
                             )),
                         })?;
-                    Syncer::Task(runtime.spawn(run_syncer_task(shared, tx, durability)))
+                    Syncer::Task(runtime.spawn(run_syncer_task(shared, durability)))
                 }
             }
         };

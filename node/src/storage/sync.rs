@@ -1,4 +1,10 @@
 //! Group commit: the syncer thread and the state it shares with writers.
+//!
+//! One fsync runs at a time (the [`Progress`] lock is held through it) and covers every
+//! write applied before it. The syncer thread runs them, except that a writer whose
+//! write came alone may run one itself, on its own thread ([`Shared::try_sync_here`]):
+//! a replica write on an otherwise idle node then needs no hand-off to the syncer thread
+//! and back.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -46,6 +52,8 @@ pub(super) struct Shared {
     /// fsyncs that had to go through fjall's persist, under its journal lock.
     pub(super) fsyncs_under_engine_lock: AtomicU64,
     pub(super) largest_group: AtomicU64,
+    /// Writes the last fsync covered.
+    pub(super) last_group: AtomicU64,
     /// An fsync is running under fjall's journal lock (the fallback of
     /// [`Shared::persist`]), so a write begun now would wait for the disk.
     pub(super) syncing: AtomicBool,
@@ -53,6 +61,11 @@ pub(super) struct Shared {
     pub(super) wake: Condvar,
     /// Wakes the syncer when it runs as a task on the runtime (inline I/O).
     pub(super) wake_task: tokio::sync::Notify,
+    /// What has been synced; held through each fsync, so one runs at a time, whether the
+    /// syncer or a writer running it in place ([`Shared::try_sync_here`]) does it.
+    pub(super) progress: Mutex<Progress>,
+    /// Publishes [`SyncState`] to the writers.
+    pub(super) tx: watch::Sender<SyncState>,
     #[cfg(test)]
     pub(super) test: super::tests::Hooks,
 }
@@ -225,6 +238,26 @@ impl JournalFile {
     }
 }
 
+impl Shared {
+    /// Runs an fsync right here, on the caller's thread, unless one is already running:
+    /// returns whether it ran. For a caller that would otherwise wake the syncer thread
+    /// and then be woken by it, when blocking its own thread for one fsync is fine.
+    ///
+    /// Only when writes come alone (the last fsync covered at most one): under
+    /// concurrent writes the syncer thread batches them, and the caller's thread has
+    /// other requests to serve.
+    pub(super) fn try_sync_here(&self) -> bool {
+        if self.last_group.load(Ordering::Relaxed) > 1 {
+            return false;
+        }
+        let Ok(mut progress) = self.progress.try_lock() else {
+            return false;
+        };
+        sync_once(self, &self.tx, &mut progress, false);
+        true
+    }
+}
+
 /// What the syncer has done so far.
 #[derive(Default)]
 pub(super) struct Progress {
@@ -252,6 +285,11 @@ fn sync_once(
                 shared
                     .largest_group
                     .fetch_max(target - progress.synced, Ordering::Relaxed);
+                shared
+                    .last_group
+                    .store(target - progress.synced, Ordering::Relaxed);
+                #[cfg(test)]
+                shared.test.record_sync_thread();
                 progress.synced = target;
                 tx.send_modify(|s| s.synced = target);
             }
@@ -308,43 +346,42 @@ impl Shared {
     }
 }
 
+/// Tells the writers the syncer is gone when it returns or unwinds, so none waits for
+/// an fsync that will not come.
+struct StoppedOnExit<'a>(&'a Shared);
+
+impl Drop for StoppedOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.tx.send_modify(|s| s.stopped = true);
+    }
+}
+
 /// The syncer thread: one fsync covers every write applied before it started.
-pub(super) fn run_syncer(
-    shared: Arc<Shared>,
-    tx: watch::Sender<SyncState>,
-    durability: Durability,
-    group: GroupCommit,
-) {
-    let mut progress = Progress::default();
-    let mut last_group = 0u64;
+pub(super) fn run_syncer(shared: Arc<Shared>, durability: Durability, group: GroupCommit) {
+    let _stopped = StoppedOnExit(&shared);
     loop {
         let shutdown = shared.wait_for_work(durability);
         // Under concurrent load, a short wait lets one fsync cover more writes: fewer
         // fsyncs (each costs the machine tens of µs of CPU) for a little latency. A lone
         // writer (last group of one) is never made to wait.
-        if !shutdown && last_group > 1 && !group.window.is_zero() {
-            shared.gather(progress.synced, group);
+        if !shutdown && shared.last_group.load(Ordering::Relaxed) > 1 && !group.window.is_zero() {
+            let synced = lock(&shared.progress).synced;
+            shared.gather(synced, group);
         }
-        let before = progress.synced;
-        if sync_once(&shared, &tx, &mut progress, shutdown) {
+        if sync_once(&shared, &shared.tx, &mut lock(&shared.progress), shutdown) {
             return;
         }
-        last_group = progress.synced - before;
     }
 }
 
 /// The syncer as a task on the caller's runtime (inline I/O): the fsync runs on the
 /// event loop, after the writes that woke it, like Redis' `appendfsync always`. No
 /// thread wakes another; an fsync (tens of µs on this machine) briefly holds the loop.
-pub(super) async fn run_syncer_task(
-    shared: Arc<Shared>,
-    tx: watch::Sender<SyncState>,
-    durability: Durability,
-) {
-    let mut progress = Progress::default();
+pub(super) async fn run_syncer_task(shared: Arc<Shared>, durability: Durability) {
+    let _stopped = StoppedOnExit(&shared);
     loop {
         let shutdown = shared.wait_for_work_async(durability).await;
-        if sync_once(&shared, &tx, &mut progress, shutdown) {
+        if sync_once(&shared, &shared.tx, &mut lock(&shared.progress), shutdown) {
             return;
         }
     }

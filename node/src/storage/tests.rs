@@ -14,6 +14,8 @@ pub(super) struct Hooks {
     /// Held by the syncer from before it picks its target until the fsync is done; a
     /// test holding it pauses group commit deterministically.
     gate: Mutex<()>,
+    /// The thread that ran the last successful fsync.
+    sync_thread: Mutex<Option<std::thread::ThreadId>>,
 }
 
 impl Hooks {
@@ -25,6 +27,14 @@ impl Hooks {
 
     pub(super) fn sync_gate(&self) -> MutexGuard<'_, ()> {
         lock(&self.gate)
+    }
+
+    pub(super) fn record_sync_thread(&self) {
+        *lock(&self.sync_thread) = Some(std::thread::current().id());
+    }
+
+    fn sync_thread(&self) -> Option<std::thread::ThreadId> {
+        *lock(&self.sync_thread)
     }
 }
 
@@ -304,6 +314,74 @@ async fn writers_that_arrive_during_an_fsync_share_the_next_one() {
     let st = s.stats();
     assert!(st.fsyncs <= 2, "{st:?}");
     assert!(st.largest_group >= 49, "{st:?}");
+    s.close().await.unwrap();
+}
+
+/// Applies one write and returns its durability handle.
+async fn apply_one(s: &Storage, key: &[u8]) -> Durable {
+    s.modify_applied(Space::Data, key.to_vec(), |_| {
+        (Edit::from(Change::Put(b"v".to_vec())), ())
+    })
+    .await
+    .unwrap()
+    .1
+}
+
+#[tokio::test]
+async fn a_lone_write_is_synced_on_the_callers_thread_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let durable = apply_one(&s, b"k").await;
+    durable.wait_here().await.unwrap();
+    let st = s.stats();
+    assert_eq!(st.writes_synced, 1, "{st:?}");
+    assert_eq!(
+        s.inner.shared.test.sync_thread(),
+        Some(std::thread::current().id()),
+        "the fsync ran on the syncer thread"
+    );
+    // A failed in-place fsync is the writer's error, as from the syncer.
+    *lock(&s.inner.shared.test.fail_next_sync) = Some(libc::EIO);
+    let durable = apply_one(&s, b"k2").await;
+    let err = durable.wait_here().await.unwrap_err();
+    assert!(matches!(err, StorageError::SyncFailed { .. }), "{err}");
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(
+        s.get(Space::Data, b"k").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the test holds the syncer's gate on purpose; the syncer is a plain thread"
+)]
+async fn under_concurrent_writes_the_syncer_thread_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    // Two writes applied while the syncer is paused share one fsync: writes no longer
+    // come alone.
+    let gate = s.inner.shared.test.sync_gate();
+    let first = apply_one(&s, b"a").await;
+    let second = apply_one(&s, b"b").await;
+    let waiting = tokio::spawn(async move {
+        first.wait().await.unwrap();
+        second.wait().await.unwrap();
+    });
+    drop(gate);
+    waiting.await.unwrap();
+    assert!(s.stats().largest_group >= 2, "{:?}", s.stats());
+    let durable = apply_one(&s, b"c").await;
+    durable.wait_here().await.unwrap();
+    assert_eq!(s.stats().writes_synced, 3);
+    assert_ne!(
+        s.inner.shared.test.sync_thread(),
+        Some(std::thread::current().id()),
+        "a write among concurrent ones held the caller's thread for an fsync"
+    );
     s.close().await.unwrap();
 }
 
