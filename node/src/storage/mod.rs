@@ -505,10 +505,12 @@ impl Durable {
     /// woken by it: two thread hand-offs fewer on a lone write's path, at the price of
     /// holding this thread (the event loop) for one fsync. It first lets the other ready
     /// tasks run, so that writes arriving together (a batch of replica writes) are
-    /// applied first and share that fsync. Under concurrent writes it is
-    /// [`Durable::wait`].
+    /// applied first and share that fsync. Under concurrent writes, and with
+    /// [`StorageIo::Threads`] (whose point is that the event loop never waits for the
+    /// disk), it is [`Durable::wait`].
     pub async fn wait_here(self) -> Result<(), StorageError> {
-        if self.inner.durability == Durability::Fsync && self.seq > 0 {
+        let in_place = self.inner.io != StorageIo::Threads;
+        if in_place && self.inner.durability == Durability::Fsync && self.seq > 0 {
             if self.inner.state.borrow().synced >= self.seq {
                 return Ok(());
             }

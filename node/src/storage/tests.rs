@@ -327,10 +327,21 @@ async fn apply_one(s: &Storage, key: &[u8]) -> Durable {
     .1
 }
 
+fn inline_io(dir: &Path) -> Storage {
+    Storage::open(
+        dir,
+        StorageOptions {
+            io: StorageIo::Inline,
+            ..StorageOptions::default()
+        },
+    )
+    .expect("open storage")
+}
+
 #[tokio::test]
 async fn a_lone_write_is_synced_on_the_callers_thread_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+    let s = inline_io(dir.path());
     let durable = apply_one(&s, b"k").await;
     durable.wait_here().await.unwrap();
     let st = s.stats();
@@ -346,10 +357,24 @@ async fn a_lone_write_is_synced_on_the_callers_thread_and_kept() {
     let err = durable.wait_here().await.unwrap_err();
     assert!(matches!(err, StorageError::SyncFailed { .. }), "{err}");
     drop(s);
-    let s = open(dir.path());
+    let s = inline_io(dir.path());
     assert_eq!(
         s.get(Space::Data, b"k").await.unwrap().as_deref(),
         Some(&b"v"[..])
+    );
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_threaded_io_the_event_loop_never_runs_an_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert_eq!(s.inner.io, StorageIo::Threads);
+    apply_one(&s, b"k").await.wait_here().await.unwrap();
+    assert_eq!(s.stats().writes_synced, 1);
+    assert_ne!(
+        s.inner.shared.test.sync_thread(),
+        Some(std::thread::current().id())
     );
     s.close().await.unwrap();
 }
@@ -361,7 +386,7 @@ async fn a_lone_write_is_synced_on_the_callers_thread_and_kept() {
 )]
 async fn under_concurrent_writes_the_syncer_thread_syncs() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+    let s = inline_io(dir.path());
     // Two writes applied while the syncer is paused share one fsync: writes no longer
     // come alone.
     let gate = s.inner.shared.test.sync_gate();
