@@ -48,7 +48,7 @@ pub struct Peers {
     spawn: Spawn,
     /// Peers whose last answer refused us for a different cluster configuration, so
     /// that refusal is logged once per episode even if the peer was already down.
-    misconfigured: std::sync::Mutex<HashSet<NodeId>>,
+    misconfigured: Mutex<HashSet<NodeId>>,
 }
 
 impl Peers {
@@ -72,7 +72,7 @@ impl Peers {
             coalesce,
             coalescers: Mutex::new(HashMap::new()),
             spawn,
-            misconfigured: std::sync::Mutex::new(HashSet::new()),
+            misconfigured: Mutex::new(HashSet::new()),
         }
     }
 

@@ -510,14 +510,15 @@ impl Durable {
     /// [`StorageIo::Threads`] (whose point is that the event loop never waits for the
     /// disk), it is [`Durable::wait`].
     pub async fn wait_here(self) -> Result<(), StorageError> {
-        let in_place = self.inner.io != StorageIo::Threads;
+        let shared = &self.inner.shared;
+        let in_place = self.inner.io != StorageIo::Threads && shared.writes_come_alone();
         if in_place && self.inner.durability == Durability::Fsync && self.seq > 0 {
             if self.inner.state.borrow().synced >= self.seq {
                 return Ok(());
             }
             tokio::task::yield_now().await;
             if self.inner.state.borrow().synced < self.seq {
-                self.inner.shared.try_sync_here();
+                shared.try_sync_here();
             }
         }
         self.wait().await

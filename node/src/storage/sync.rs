@@ -239,6 +239,11 @@ impl JournalFile {
 }
 
 impl Shared {
+    /// Whether the last fsync covered at most one write: no concurrent writers to group.
+    pub(super) fn writes_come_alone(&self) -> bool {
+        self.last_group.load(Ordering::Relaxed) <= 1
+    }
+
     /// Runs an fsync right here, on the caller's thread, unless one is already running:
     /// returns whether it ran. For a caller that would otherwise wake the syncer thread
     /// and then be woken by it, when blocking its own thread for one fsync is fine.
@@ -247,13 +252,13 @@ impl Shared {
     /// concurrent writes the syncer thread batches them, and the caller's thread has
     /// other requests to serve.
     pub(super) fn try_sync_here(&self) -> bool {
-        if self.last_group.load(Ordering::Relaxed) > 1 {
+        if !self.writes_come_alone() {
             return false;
         }
         let Ok(mut progress) = self.progress.try_lock() else {
             return false;
         };
-        sync_once(self, &self.tx, &mut progress, false);
+        sync_once(self, &mut progress, false);
         true
     }
 }
@@ -267,12 +272,8 @@ pub(super) struct Progress {
 
 /// One round of group commit: fsync everything applied so far and publish it. Returns
 /// whether the syncer should stop (`shutdown` was requested).
-fn sync_once(
-    shared: &Shared,
-    tx: &watch::Sender<SyncState>,
-    progress: &mut Progress,
-    shutdown: bool,
-) -> bool {
+fn sync_once(shared: &Shared, progress: &mut Progress, shutdown: bool) -> bool {
+    let tx = &shared.tx;
     #[cfg(test)]
     let gate = shared.test.sync_gate();
     // Every write with seq <= target finished applying before this load, so the
@@ -364,11 +365,11 @@ pub(super) fn run_syncer(shared: Arc<Shared>, durability: Durability, group: Gro
         // Under concurrent load, a short wait lets one fsync cover more writes: fewer
         // fsyncs (each costs the machine tens of µs of CPU) for a little latency. A lone
         // writer (last group of one) is never made to wait.
-        if !shutdown && shared.last_group.load(Ordering::Relaxed) > 1 && !group.window.is_zero() {
+        if !shutdown && !shared.writes_come_alone() && !group.window.is_zero() {
             let synced = lock(&shared.progress).synced;
             shared.gather(synced, group);
         }
-        if sync_once(&shared, &shared.tx, &mut lock(&shared.progress), shutdown) {
+        if sync_once(&shared, &mut lock(&shared.progress), shutdown) {
             return;
         }
     }
@@ -381,7 +382,7 @@ pub(super) async fn run_syncer_task(shared: Arc<Shared>, durability: Durability)
     let _stopped = StoppedOnExit(&shared);
     loop {
         let shutdown = shared.wait_for_work_async(durability).await;
-        if sync_once(&shared, &shared.tx, &mut lock(&shared.progress), shutdown) {
+        if sync_once(&shared, &mut lock(&shared.progress), shutdown) {
             return;
         }
     }

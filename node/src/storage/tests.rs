@@ -43,14 +43,19 @@ fn open(dir: &Path) -> Storage {
 }
 
 fn relaxed(dir: &Path) -> Storage {
-    Storage::open(
-        dir,
-        StorageOptions {
-            durability: Durability::Relaxed,
-            ..StorageOptions::default()
-        },
-    )
-    .expect("open storage")
+    let opts = StorageOptions {
+        durability: Durability::Relaxed,
+        ..StorageOptions::default()
+    };
+    Storage::open(dir, opts).expect("open storage")
+}
+
+fn inline_io(dir: &Path) -> Storage {
+    let opts = StorageOptions {
+        io: StorageIo::Inline,
+        ..StorageOptions::default()
+    };
+    Storage::open(dir, opts).expect("open storage")
 }
 
 fn counter(old: Option<&[u8]>) -> u64 {
@@ -325,17 +330,6 @@ async fn apply_one(s: &Storage, key: &[u8]) -> Durable {
     .await
     .unwrap()
     .1
-}
-
-fn inline_io(dir: &Path) -> Storage {
-    Storage::open(
-        dir,
-        StorageOptions {
-            io: StorageIo::Inline,
-            ..StorageOptions::default()
-        },
-    )
-    .expect("open storage")
 }
 
 #[tokio::test]
