@@ -70,8 +70,9 @@ pub struct NodeConfig {
     pub group_commit_max_writes: u64,
     /// The storage engine's block cache (MiB): decoded blocks of on-disk tables kept in
     /// memory. Reads and the read-modify-write of every write look keys up there before
-    /// decoding blocks from the page cache; the larger the data set, the more it helps,
-    /// at the price of the node's memory.
+    /// reading blocks from the page cache; a data set that fits keeps its reads as cheap
+    /// as a small one's. It fills only as tables are read, so a small data set costs no
+    /// memory; a large one costs up to this much per node.
     pub block_cache_mib: u64,
     /// Send the replica reads and writes queued for one peer at the same moment as one
     /// batch (one stream, one frame): fewer packets and wake-ups under load, no added
@@ -159,7 +160,7 @@ impl Default for NodeConfig {
             storage_io: StorageIo::Inline,
             group_commit_window_us: 200,
             group_commit_max_writes: 64,
-            block_cache_mib: 32,
+            block_cache_mib: 256,
             coalesce_replica_messages: true,
             durability: "fsync".into(),
             metrics_listen: None,
