@@ -24,8 +24,10 @@ use dynakv_common::version::Clock;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::client::{Client, ClientError, ReadOptions, WriteOptions};
+use crate::pacer;
 
 /// Up to this many keys, the workers fetch the contexts of the keys they write before
 /// the clock starts, so the timed run is writes only.
@@ -167,6 +169,7 @@ pub async fn run(
             start: OnceLock::new(),
             rate,
             next: AtomicU64::new(0),
+            released: Arc::new(Semaphore::new(0)),
         })
     });
     let n = opts.concurrency.max(1);
@@ -191,9 +194,11 @@ pub async fn run(
     }
     warmed.wait().await;
     let started = Instant::now();
-    if let Some(s) = &schedule {
+    // Stopped once every worker is done (a worker may wait for one more operation).
+    let pacer = schedule.as_ref().map(|s| {
         let _ = s.start.set(started);
-    }
+        tokio::spawn(pacer::release(started, s.rate, s.released.clone()))
+    });
     go.wait().await;
     let ticker = {
         let counters = counters.clone();
@@ -213,6 +218,9 @@ pub async fn run(
         if let Ok(r) = w.await {
             results.push(r);
         }
+    }
+    if let Some(pacer) = pacer {
+        pacer.abort();
     }
     // The run ends when its last operation does, not after the results are merged.
     let elapsed = started.elapsed();
@@ -278,31 +286,25 @@ async fn warm_up(index: usize, client: &Client, opts: &BenchOptions) -> HashMap<
     contexts
 }
 
-/// When the operations of an open-loop run are due.
+/// When the operations of an open-loop run are due; [`pacer::release`] releases them.
 struct Schedule {
     /// Set when the clock starts, after the warm-up.
     start: OnceLock<Instant>,
     rate: f64,
     next: AtomicU64,
+    /// One permit per operation that is due and not yet taken.
+    released: Arc<Semaphore>,
 }
 
 impl Schedule {
-    /// Takes the next operation and waits until it is due; returns when it was due.
+    /// Waits for the next due operation and takes it; returns when it was due.
     async fn next_due(&self) -> Instant {
+        if let Ok(permit) = self.released.acquire().await {
+            permit.forget();
+        }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         let start = *self.start.get_or_init(Instant::now);
-        let due = start + Duration::from_secs_f64(i as f64 / self.rate);
-        // tokio's timer rounds up to the millisecond, which would count as latency: it
-        // only brings the worker close, the precise timer does the rest.
-        let coarse = due.checked_sub(Duration::from_millis(10));
-        if let Some(coarse) = coarse.filter(|c| *c > Instant::now()) {
-            tokio::time::sleep_until(coarse.into()).await;
-        }
-        let now = Instant::now();
-        if due > now {
-            dynakv_common::timer::sleep(due - now).await;
-        }
-        due
+        pacer::due_at(start, i, self.rate)
     }
 }
 

@@ -198,6 +198,46 @@ async fn bench_prints_throughput_and_percentiles() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An open-loop run sends operation i no earlier than `i / rate` after its start: however
+/// many workers wait, no more operations complete than have fallen due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_bench_sends_no_operation_before_it_is_due() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let rate = 300.0;
+    let out = tokio::task::block_in_place(|| {
+        dynakv(
+            &cluster,
+            &[
+                "--json",
+                "bench",
+                "--rate",
+                "300",
+                "--duration",
+                "2",
+                "--concurrency",
+                "32",
+                "--keys",
+                "64",
+                "--read-ratio",
+                "0.5",
+            ],
+            None,
+        )
+    });
+    let report = json(&out);
+    assert_eq!(report["errors"].as_u64(), Some(0));
+    assert_eq!(report["rate"].as_f64(), Some(rate));
+    let ops = report["ops"].as_u64().expect("ops");
+    let elapsed = report["elapsed_s"].as_f64().expect("elapsed_s");
+    assert!(ops > 0, "the run did something");
+    let due = (elapsed * rate).floor() as u64 + 1;
+    assert!(
+        ops <= due,
+        "{ops} operations completed in {elapsed} s, only {due} were due at {rate}/s"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fill_debug_replica_and_status_show_what_each_node_holds() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;

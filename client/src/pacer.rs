@@ -1,0 +1,242 @@
+//! The pacer of an open-loop `dynakv bench` run: releases operation i when it is due
+//! (`start + i / rate`), from the client's own event loop.
+//!
+//! Workers take a released operation (a semaphore permit) and send it; since only due
+//! operations are released, none is sent early, and a worker that was busy when its
+//! operation fell due sends it late, its latency counted from when it was due. One
+//! task sleeps until the next operation is due on a Linux `timerfd` (high-resolution,
+//! registered with the event loop like a socket), so releasing an operation costs at
+//! most one wake-up of the loop, and none when the loop is awake anyway for answers.
+//! Sleeping per worker on the precise timer thread of `dynakv_common::timer` instead
+//! cost 1.7 more context switches and about 45 µs more CPU per operation in the client
+//! (docs/benchmarks.md): on a small host, CPU taken from the nodes under test.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+/// How many operations of a run of `rate` per second are due `elapsed` after its start:
+/// those whose [`offset`] has passed (operation 0 is due at once).
+pub fn due_by(elapsed: Duration, rate: f64) -> u64 {
+    // The estimate, corrected against `offset` itself so both round alike.
+    let mut n = (elapsed.as_secs_f64() * rate).floor() as u64 + 1;
+    while n > 1 && offset(n - 1, rate) > elapsed {
+        n -= 1;
+    }
+    while offset(n, rate) <= elapsed {
+        n += 1;
+    }
+    n
+}
+
+/// When operation `i` is due, from the start of the run: `i / rate`.
+pub fn offset(i: u64, rate: f64) -> Duration {
+    Duration::from_secs_f64(i as f64 / rate)
+}
+
+/// When operation `i` is due.
+pub fn due_at(start: Instant, i: u64, rate: f64) -> Instant {
+    start + offset(i, rate)
+}
+
+/// Releases the operations of a run as they fall due, until dropped or aborted.
+pub async fn release(start: Instant, rate: f64, released: Arc<Semaphore>) {
+    let mut sleeper = Sleeper::new();
+    let mut given = 0u64;
+    loop {
+        let due = due_by(Instant::now().saturating_duration_since(start), rate);
+        if due > given {
+            // Bounded by what tokio's semaphore can hold; a run that far behind has
+            // long stopped measuring anything but its backlog.
+            let more = (due - given).min(Semaphore::MAX_PERMITS as u64 / 2);
+            released.add_permits(more as usize);
+            given += more;
+        }
+        sleeper.sleep_until(due_at(start, given, rate)).await;
+    }
+}
+
+/// A precise sleep on the caller's event loop.
+struct Sleeper {
+    #[cfg(target_os = "linux")]
+    timer: Option<tokio::io::unix::AsyncFd<linux::TimerFd>>,
+}
+
+impl Sleeper {
+    fn new() -> Sleeper {
+        Sleeper {
+            #[cfg(target_os = "linux")]
+            timer: linux::TimerFd::new().and_then(linux::register).ok(),
+        }
+    }
+
+    async fn sleep_until(&mut self, deadline: Instant) {
+        let Some(wait) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        #[cfg(target_os = "linux")]
+        if let Some(timer) = &self.timer {
+            if linux::sleep(timer, wait).await.is_ok() {
+                return;
+            }
+        }
+        // Elsewhere (or without a timerfd): the precise timer thread.
+        dynakv_common::timer::sleep(wait).await;
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::time::Duration;
+
+    use tokio::io::unix::AsyncFd;
+
+    /// A non-blocking monotonic `timerfd`.
+    pub struct TimerFd(OwnedFd);
+
+    impl TimerFd {
+        pub fn new() -> io::Result<TimerFd> {
+            // SAFETY: plain syscall; a non-negative return is a new descriptor we own.
+            let fd = unsafe {
+                libc::timerfd_create(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is a valid descriptor nobody else owns.
+            Ok(TimerFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        }
+
+        /// Arms the timer to expire once, `after` from now (at least 1 ns: zero disarms).
+        fn arm(&self, after: Duration) -> io::Result<()> {
+            let after = after.max(Duration::from_nanos(1));
+            let spec = libc::itimerspec {
+                it_interval: libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: libc::timespec {
+                    tv_sec: after.as_secs().min(i64::MAX as u64) as libc::time_t,
+                    tv_nsec: after.subsec_nanos() as libc::c_long,
+                },
+            };
+            // SAFETY: valid descriptor and a valid itimerspec; the old value is not asked for.
+            let r = unsafe {
+                libc::timerfd_settime(self.0.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+
+        /// Consumes an expiry: Ok(true) if the timer had expired.
+        fn take_expiry(&self) -> io::Result<bool> {
+            let mut count = [0u8; 8];
+            // SAFETY: reading 8 bytes into an 8-byte buffer from a valid descriptor.
+            let r = unsafe { libc::read(self.0.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+            if r == 8 {
+                return Ok(true);
+            }
+            let err = io::Error::last_os_error();
+            if r < 0 && err.kind() == io::ErrorKind::WouldBlock {
+                return Ok(false);
+            }
+            Err(err)
+        }
+    }
+
+    impl AsRawFd for TimerFd {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0.as_raw_fd()
+        }
+    }
+
+    /// Registers the timer with the event loop (readable when it expires).
+    pub fn register(timer: TimerFd) -> io::Result<AsyncFd<TimerFd>> {
+        // SAFETY: a `TimerFd` owns its descriptor for its whole life and `as_raw_fd`
+        // always returns that one descriptor.
+        Ok(unsafe { AsyncFd::register_with_interest(timer, tokio::io::Interest::READABLE) }?)
+    }
+
+    /// Sleeps `wait` on the timer.
+    pub async fn sleep(timer: &AsyncFd<TimerFd>, wait: Duration) -> io::Result<()> {
+        let t = timer.get_ref();
+        // A stale expiry from an earlier arm must not end this sleep early.
+        t.take_expiry()?;
+        t.arm(wait)?;
+        loop {
+            let mut ready = timer.readable().await?;
+            if t.take_expiry()? {
+                return Ok(());
+            }
+            ready.clear_ready();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_i_is_due_at_i_over_rate_and_counted_from_then() {
+        let start = Instant::now();
+        assert_eq!(
+            due_by(Duration::ZERO, 1000.0),
+            1,
+            "operation 0 is due at once"
+        );
+        assert_eq!(due_by(Duration::from_micros(999), 1000.0), 1);
+        assert_eq!(due_by(Duration::from_millis(1), 1000.0), 2);
+        assert_eq!(due_by(Duration::from_secs(2), 1000.0), 2001);
+        assert_eq!(due_at(start, 0, 1000.0), start);
+        assert_eq!(
+            due_at(start, 1500, 1000.0),
+            start + Duration::from_millis(1500)
+        );
+        // The operations due by a time are exactly those whose due time has passed.
+        for i in 0..5000u64 {
+            let at = due_at(start, i, 777.0) - start;
+            assert!(
+                due_by(at, 777.0) > i,
+                "operation {i} is due at its own time"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_pacer_never_releases_an_operation_before_it_is_due() {
+        let rate = 20_000.0;
+        let released = Arc::new(Semaphore::new(0));
+        let start = Instant::now();
+        let pacer = tokio::spawn(release(start, rate, released.clone()));
+        for i in 0..400u64 {
+            released.acquire().await.expect("open").forget();
+            let now = Instant::now();
+            assert!(
+                due_at(start, i, rate) <= now,
+                "operation {i} released before it was due"
+            );
+        }
+        pacer.abort();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_sleep_ends_at_its_deadline_not_before() {
+        let mut sleeper = Sleeper::new();
+        #[cfg(target_os = "linux")]
+        assert!(sleeper.timer.is_some(), "a timerfd on Linux");
+        for micros in [0u64, 50, 300, 2_000] {
+            let deadline = Instant::now() + Duration::from_micros(micros);
+            sleeper.sleep_until(deadline).await;
+            assert!(Instant::now() >= deadline, "woke before {micros} µs");
+        }
+    }
+}
