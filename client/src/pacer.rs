@@ -19,13 +19,22 @@ use tokio::sync::Semaphore;
 /// How many operations of a run of `rate` per second are due `elapsed` after its start:
 /// those whose [`offset`] has passed (operation 0 is due at once).
 pub fn due_by(elapsed: Duration, rate: f64) -> u64 {
-    // The estimate, corrected against `offset` itself so both round alike.
-    let mut n = (elapsed.as_secs_f64() * rate).floor() as u64 + 1;
-    while n > 1 && offset(n - 1, rate) > elapsed {
-        n -= 1;
+    let estimate = (elapsed.as_secs_f64() * rate).floor();
+    if estimate >= (u64::MAX / 2) as f64 {
+        return u64::MAX / 2;
     }
-    while offset(n, rate) <= elapsed {
-        n += 1;
+    let mut n = estimate as u64 + 1;
+    // `offset` rounds to whole nanoseconds; a step or two either way makes the two agree
+    // (bounded, so an absurd rate cannot spin here).
+    for _ in 0..4 {
+        if n > 1 && offset(n - 1, rate) > elapsed {
+            n -= 1;
+        }
+    }
+    for _ in 0..4 {
+        if offset(n, rate) <= elapsed {
+            n += 1;
+        }
     }
     n
 }
@@ -40,20 +49,26 @@ pub fn due_at(start: Instant, i: u64, rate: f64) -> Instant {
     start + offset(i, rate)
 }
 
+/// Due operations no worker has taken yet, at most: a run this far behind measures
+/// nothing but its backlog, and the semaphore's count stays bounded.
+const MAX_BACKLOG: usize = 1 << 20;
+
 /// Releases the operations of a run as they fall due, until dropped or aborted.
 pub async fn release(start: Instant, rate: f64, released: Arc<Semaphore>) {
     let mut sleeper = Sleeper::new();
     let mut given = 0u64;
     loop {
         let due = due_by(Instant::now().saturating_duration_since(start), rate);
-        if due > given {
-            // Bounded by what tokio's semaphore can hold; a run that far behind has
-            // long stopped measuring anything but its backlog.
-            let more = (due - given).min(Semaphore::MAX_PERMITS as u64 / 2);
-            released.add_permits(more as usize);
-            given += more;
+        let room = MAX_BACKLOG.saturating_sub(released.available_permits()) as u64;
+        let more = due.saturating_sub(given).min(room);
+        released.add_permits(more as usize);
+        given += more;
+        if given < due {
+            // Backlog full: wait for the workers to take some.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            sleeper.sleep_until(due_at(start, given, rate)).await;
         }
-        sleeper.sleep_until(due_at(start, given, rate)).await;
     }
 }
 
@@ -224,6 +239,32 @@ mod tests {
                 due_at(start, i, rate) <= now,
                 "operation {i} released before it was due"
             );
+        }
+        pacer.abort();
+    }
+
+    #[test]
+    fn an_absurd_rate_neither_spins_nor_overflows() {
+        for rate in [1e12, 1e300, f64::MAX] {
+            let n = due_by(Duration::from_secs(3600), rate);
+            assert!(n > 1_000_000, "rate {rate}: {n}");
+            assert!(due_by(Duration::ZERO, rate) >= 1);
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_run_far_behind_keeps_a_bounded_backlog() {
+        let released = Arc::new(Semaphore::new(0));
+        let pacer = tokio::spawn(release(Instant::now(), 1e300, released.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Everything is due at once: the pacer fills the backlog and stops there.
+        while released.available_permits() < MAX_BACKLOG {
+            assert!(Instant::now() < deadline, "the backlog never filled");
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            assert_eq!(released.available_permits(), MAX_BACKLOG);
         }
         pacer.abort();
     }
