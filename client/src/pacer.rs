@@ -39,14 +39,20 @@ pub fn due_by(elapsed: Duration, rate: f64) -> u64 {
     n
 }
 
+/// Later than any run lasts: where an absurdly slow rate's due times are clamped.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// When operation `i` is due, from the start of the run: `i / rate`.
 pub fn offset(i: u64, rate: f64) -> Duration {
-    Duration::from_secs_f64(i as f64 / rate)
+    Duration::try_from_secs_f64(i as f64 / rate).map_or(NEVER, |d| d.min(NEVER))
 }
 
 /// When operation `i` is due.
 pub fn due_at(start: Instant, i: u64, rate: f64) -> Instant {
-    start + offset(i, rate)
+    start
+        .checked_add(offset(i, rate))
+        .or_else(|| start.checked_add(Duration::from_secs(3600)))
+        .unwrap_or(start)
 }
 
 /// Due operations no worker has taken yet, at most: a run this far behind measures
@@ -249,6 +255,10 @@ mod tests {
             let n = due_by(Duration::from_secs(3600), rate);
             assert!(n > 1_000_000, "rate {rate}: {n}");
             assert!(due_by(Duration::ZERO, rate) >= 1);
+        }
+        for rate in [1e-9, 1e-300, f64::MIN_POSITIVE] {
+            assert_eq!(due_by(Duration::from_secs(3600), rate), 1, "rate {rate}");
+            assert!(offset(1, rate) >= Duration::from_secs(3600));
         }
     }
 
