@@ -16,7 +16,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynakv_common::quorum::Quorum;
@@ -24,10 +24,9 @@ use dynakv_common::version::Clock;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use crate::client::{Client, ClientError, ReadOptions, WriteOptions};
-use crate::pacer;
+use crate::pacer::Pacer;
 
 /// Up to this many keys, the workers fetch the contexts of the keys they write before
 /// the clock starts, so the timed run is writes only.
@@ -164,14 +163,7 @@ pub async fn run(
         return Err(ClientError::NoNodes);
     }
     let counters = Arc::new(Counters::default());
-    let schedule = opts.rate.filter(|r| *r > 0.0).map(|rate| {
-        Arc::new(Schedule {
-            start: OnceLock::new(),
-            rate,
-            next: AtomicU64::new(0),
-            released: Arc::new(Semaphore::new(0)),
-        })
-    });
+    let schedule = opts.rate.filter(|r| *r > 0.0).map(Pacer::new);
     let n = opts.concurrency.max(1);
     let latencies = Arc::new(Latencies::new());
     // Every worker warms up, then all start together with the clock.
@@ -195,10 +187,7 @@ pub async fn run(
     warmed.wait().await;
     let started = Instant::now();
     // Stopped once every worker is done (a worker may wait for one more operation).
-    let pacer = schedule.as_ref().map(|s| {
-        let _ = s.start.set(started);
-        tokio::spawn(pacer::release(started, s.rate, s.released.clone()))
-    });
+    let pacer = schedule.as_ref().map(|s| s.start(started));
     go.wait().await;
     let ticker = {
         let counters = counters.clone();
@@ -286,28 +275,6 @@ async fn warm_up(index: usize, client: &Client, opts: &BenchOptions) -> HashMap<
     contexts
 }
 
-/// When the operations of an open-loop run are due; [`pacer::release`] releases them.
-struct Schedule {
-    /// Set when the clock starts, after the warm-up.
-    start: OnceLock<Instant>,
-    rate: f64,
-    next: AtomicU64,
-    /// One permit per operation that is due and not yet taken.
-    released: Arc<Semaphore>,
-}
-
-impl Schedule {
-    /// Waits for the next due operation and takes it; returns when it was due.
-    async fn next_due(&self) -> Instant {
-        if let Ok(permit) = self.released.acquire().await {
-            permit.forget();
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let start = *self.start.get_or_init(Instant::now);
-        pacer::due_at(start, i, self.rate)
-    }
-}
-
 /// What the workers and the progress ticker share.
 #[derive(Default)]
 struct Counters {
@@ -325,7 +292,7 @@ async fn worker(
     opts: BenchOptions,
     mut contexts: HashMap<u64, Clock>,
     counters: Arc<Counters>,
-    schedule: Option<Arc<Schedule>>,
+    schedule: Option<Arc<Pacer>>,
     latencies: Arc<Latencies>,
 ) -> WorkerResult {
     let mut result = WorkerResult {

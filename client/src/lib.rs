@@ -15,7 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod lab;
 pub mod labcmd;
-pub mod pacer;
+mod pacer;
 pub mod routing;
 pub mod settings;
 pub mod show;

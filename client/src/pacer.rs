@@ -11,14 +11,56 @@
 //! cost 1.7 more context switches and about 45 µs more CPU per operation in the client
 //! (docs/benchmarks.md): on a small host, CPU taken from the nodes under test.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+/// The schedule of one open-loop run and the operations released from it.
+pub(crate) struct Pacer {
+    rate: f64,
+    /// Set by [`Pacer::start`], after the warm-up.
+    start: OnceLock<Instant>,
+    /// The next operation a worker takes.
+    next: AtomicU64,
+    /// One permit per operation that is due and not yet taken.
+    released: Semaphore,
+}
+
+impl Pacer {
+    pub(crate) fn new(rate: f64) -> Arc<Pacer> {
+        Arc::new(Pacer {
+            rate,
+            start: OnceLock::new(),
+            next: AtomicU64::new(0),
+            released: Semaphore::new(0),
+        })
+    }
+
+    /// Starts the clock at `at` and the task that releases operations as they fall
+    /// due; abort it once every worker is done.
+    pub(crate) fn start(self: &Arc<Self>, at: Instant) -> JoinHandle<()> {
+        let _ = self.start.set(at);
+        tokio::spawn(release(Arc::clone(self), at))
+    }
+
+    /// Waits for the next due operation and takes it; returns when it was due.
+    pub(crate) async fn next_due(&self) -> Instant {
+        if let Ok(permit) = self.released.acquire().await {
+            permit.forget();
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        // Set: nothing is released before the clock starts.
+        let start = *self.start.get_or_init(Instant::now);
+        due_at(start, i, self.rate)
+    }
+}
 
 /// How many operations of a run of `rate` per second are due `elapsed` after its start:
 /// those whose [`offset`] has passed (operation 0 is due at once).
-pub fn due_by(elapsed: Duration, rate: f64) -> u64 {
+fn due_by(elapsed: Duration, rate: f64) -> u64 {
     let estimate = (elapsed.as_secs_f64() * rate).floor();
     if estimate >= (u64::MAX / 2) as f64 {
         return u64::MAX / 2;
@@ -43,37 +85,34 @@ pub fn due_by(elapsed: Duration, rate: f64) -> u64 {
 const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// When operation `i` is due, from the start of the run: `i / rate`.
-pub fn offset(i: u64, rate: f64) -> Duration {
+fn offset(i: u64, rate: f64) -> Duration {
     Duration::try_from_secs_f64(i as f64 / rate).map_or(NEVER, |d| d.min(NEVER))
 }
 
-/// When operation `i` is due.
-pub fn due_at(start: Instant, i: u64, rate: f64) -> Instant {
-    start
-        .checked_add(offset(i, rate))
-        .or_else(|| start.checked_add(Duration::from_secs(3600)))
-        .unwrap_or(start)
+/// When operation `i` is due (`offset` is at most [`NEVER`], which an `Instant` holds).
+fn due_at(start: Instant, i: u64, rate: f64) -> Instant {
+    start + offset(i, rate)
 }
 
 /// Due operations no worker has taken yet, at most: a run this far behind measures
 /// nothing but its backlog, and the semaphore's count stays bounded.
 const MAX_BACKLOG: usize = 1 << 20;
 
-/// Releases the operations of a run as they fall due, until dropped or aborted.
-pub async fn release(start: Instant, rate: f64, released: Arc<Semaphore>) {
+/// Releases the operations of a run as they fall due, until aborted.
+async fn release(pacer: Arc<Pacer>, start: Instant) {
     let mut sleeper = Sleeper::new();
     let mut given = 0u64;
     loop {
-        let due = due_by(Instant::now().saturating_duration_since(start), rate);
-        let room = MAX_BACKLOG.saturating_sub(released.available_permits()) as u64;
+        let due = due_by(Instant::now().saturating_duration_since(start), pacer.rate);
+        let room = MAX_BACKLOG.saturating_sub(pacer.released.available_permits()) as u64;
         let more = due.saturating_sub(given).min(room);
-        released.add_permits(more as usize);
+        pacer.released.add_permits(more as usize);
         given += more;
         if given < due {
             // Backlog full: wait for the workers to take some.
             tokio::time::sleep(Duration::from_millis(1)).await;
         } else {
-            sleeper.sleep_until(due_at(start, given, rate)).await;
+            sleeper.sleep_until(due_at(start, given, pacer.rate)).await;
         }
     }
 }
@@ -186,11 +225,10 @@ mod linux {
         Ok(unsafe { AsyncFd::register_with_interest(timer, tokio::io::Interest::READABLE) }?)
     }
 
-    /// Sleeps `wait` on the timer.
+    /// Sleeps `wait` on the timer. Arming it resets its expiry count, and a readiness
+    /// left from an earlier sleep finds no expiry to read, so it cannot end this one early.
     pub async fn sleep(timer: &AsyncFd<TimerFd>, wait: Duration) -> io::Result<()> {
         let t = timer.get_ref();
-        // A stale expiry from an earlier arm must not end this sleep early.
-        t.take_expiry()?;
         t.arm(wait)?;
         loop {
             let mut ready = timer.readable().await?;
@@ -235,18 +273,18 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_pacer_never_releases_an_operation_before_it_is_due() {
         let rate = 20_000.0;
-        let released = Arc::new(Semaphore::new(0));
+        let pacer = Pacer::new(rate);
         let start = Instant::now();
-        let pacer = tokio::spawn(release(start, rate, released.clone()));
+        let task = pacer.start(start);
         for i in 0..400u64 {
-            released.acquire().await.expect("open").forget();
-            let now = Instant::now();
+            let due = pacer.next_due().await;
+            assert_eq!(due, due_at(start, i, rate), "operations are taken in order");
             assert!(
-                due_at(start, i, rate) <= now,
+                due <= Instant::now(),
                 "operation {i} released before it was due"
             );
         }
-        pacer.abort();
+        task.abort();
     }
 
     #[test]
@@ -264,19 +302,19 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_run_far_behind_keeps_a_bounded_backlog() {
-        let released = Arc::new(Semaphore::new(0));
-        let pacer = tokio::spawn(release(Instant::now(), 1e300, released.clone()));
+        let pacer = Pacer::new(1e300);
+        let task = pacer.start(Instant::now());
         let deadline = Instant::now() + Duration::from_secs(10);
         // Everything is due at once: the pacer fills the backlog and stops there.
-        while released.available_permits() < MAX_BACKLOG {
+        while pacer.released.available_permits() < MAX_BACKLOG {
             assert!(Instant::now() < deadline, "the backlog never filled");
             tokio::task::yield_now().await;
         }
         for _ in 0..100 {
             tokio::task::yield_now().await;
-            assert_eq!(released.available_permits(), MAX_BACKLOG);
+            assert_eq!(pacer.released.available_permits(), MAX_BACKLOG);
         }
-        pacer.abort();
+        task.abort();
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -9,7 +9,8 @@
 //! completes their futures; longer delays stay on tokio's timer, where a millisecond is
 //! noise.
 //!
-//! Only the fault layer and the lab use it; the thread starts on first use.
+//! The fault layer and the lab use it, and the bench's open-loop pacer where it has no
+//! timerfd; the thread starts on first use.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
