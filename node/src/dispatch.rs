@@ -8,7 +8,8 @@ use std::sync::Arc;
 use dynakv_common::merkle::TreeShape;
 use dynakv_common::version::Versioned;
 use dynakv_common::wire::{
-    DebugReplica, ErrorCode, MemberStatus, Request, Response, StatusResponse, WireError,
+    DebugReplica, ErrorCode, LatencySummary, MemberStatus, Request, Response, StatusResponse,
+    WireError,
 };
 use dynakv_common::NodeId;
 
@@ -362,6 +363,23 @@ fn status(node: &NodeState) -> StatusResponse {
         counters: node.counter_snapshot(),
         hints_pending: node.replica.hints_pending(),
         workers: node.workers.snapshot(),
-        latency: node.latency.summaries(),
+        latency: latency_summaries(node),
     }
+}
+
+/// Client requests coordinated here, per operation, then this node's fsyncs.
+fn latency_summaries(node: &NodeState) -> Vec<LatencySummary> {
+    let mut summaries = node.latency.summaries();
+    if let Some(f) = node.replica.storage().stats().fsync_latency {
+        summaries.push(LatencySummary {
+            op: "fsync".into(),
+            count: f.count,
+            p50_us: f.p50_us,
+            p90_us: f.p90_us,
+            p99_us: f.p99_us,
+            p999_us: f.p999_us,
+            max_us: f.max_us,
+        });
+    }
+    summaries
 }

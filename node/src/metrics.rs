@@ -104,6 +104,12 @@ pub fn install_exporter(addr: std::net::SocketAddr) -> Result<(), String> {
             metrics_exporter_prometheus::Matcher::Full("dynakv_request_seconds".into()),
             LATENCY_BUCKETS,
         )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("dynakv_fsync_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+        })
         .map_err(|e| format!("cannot configure the metrics endpoint: {e}"))?
         .install()
         .map_err(|e| format!("cannot start the metrics endpoint on {addr}: {e}"))

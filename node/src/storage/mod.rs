@@ -210,6 +210,21 @@ pub struct StorageStats {
     pub writes_synced: u64,
     /// The most writes one fsync covered.
     pub largest_group: u64,
+    /// How long the fsyncs took (None before the first).
+    pub fsync_latency: Option<FsyncLatency>,
+}
+
+/// Percentiles of how long the group-commit fsyncs took, in microseconds: flushing the
+/// journal to the OS and `fdatasync`ing it, as the writers waiting on it see it. The
+/// disk's share of every acknowledged write's latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsyncLatency {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
 }
 
 struct Inner {
@@ -589,6 +604,7 @@ impl Storage {
             fsyncs: AtomicU64::new(0),
             fsyncs_under_engine_lock: AtomicU64::new(0),
             largest_group: AtomicU64::new(0),
+            fsync_micros: Mutex::new(sync::new_fsync_histogram()),
             last_group: AtomicU64::new(0),
             syncing: AtomicBool::new(false),
             ctl: Mutex::new(SyncCtl::default()),
@@ -909,6 +925,7 @@ impl Storage {
             writes_committed: shared.written.load(Ordering::SeqCst),
             writes_synced: self.inner.state.borrow().synced,
             largest_group: shared.largest_group.load(Ordering::Relaxed),
+            fsync_latency: shared.fsync_latency(),
         }
     }
 

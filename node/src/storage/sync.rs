@@ -10,9 +10,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fjall::{Database, PersistMode};
+use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
 use super::error::{is_disk_full, SyncFailure};
@@ -52,6 +53,8 @@ pub(super) struct Shared {
     /// fsyncs that had to go through fjall's persist, under its journal lock.
     pub(super) fsyncs_under_engine_lock: AtomicU64,
     pub(super) largest_group: AtomicU64,
+    /// How long each fsync took, µs (what [`super::FsyncLatency`] reports).
+    pub(super) fsync_micros: Mutex<Histogram<u64>>,
     /// Writes the last fsync covered.
     pub(super) last_group: AtomicU64,
     /// An fsync is running under fjall's journal lock (the fallback of
@@ -180,6 +183,31 @@ impl Shared {
     }
 }
 
+/// 1 µs .. 100 s at 2 significant digits: small and fast to record into.
+pub(super) fn new_fsync_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000, 2).expect("static histogram bounds are valid")
+}
+
+impl Shared {
+    fn record_fsync(&self, took: Duration) {
+        let micros = (took.as_micros() as u64).clamp(1, 100_000_000);
+        let _ = lock(&self.fsync_micros).record(micros);
+        metrics::histogram!("dynakv_fsync_seconds").record(took.as_secs_f64());
+    }
+
+    pub(super) fn fsync_latency(&self) -> Option<super::FsyncLatency> {
+        let h = lock(&self.fsync_micros);
+        (!h.is_empty()).then(|| super::FsyncLatency {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        })
+    }
+}
+
 /// The active journal file of a fjall database, as the syncer follows it.
 pub(super) struct JournalFile {
     id: u64,
@@ -280,8 +308,10 @@ fn sync_once(shared: &Shared, progress: &mut Progress, shutdown: bool) -> bool {
     // persist below covers it (older journals are synced by fjall when rotated).
     let target = shared.written.load(Ordering::SeqCst);
     if target > progress.synced && !progress.failed {
+        let started = Instant::now();
         match shared.persist() {
             Ok(()) => {
+                shared.record_fsync(started.elapsed());
                 shared.fsyncs.fetch_add(1, Ordering::Relaxed);
                 shared
                     .largest_group

@@ -277,6 +277,27 @@ async fn group_commit_shares_fsyncs_between_concurrent_writers() {
     s.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn every_fsync_is_timed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert_eq!(s.stats().fsync_latency, None, "no fsync yet");
+    for i in 0..5u32 {
+        s.put(Space::Data, i.to_be_bytes().to_vec(), b"v".to_vec())
+            .await
+            .unwrap();
+    }
+    let st = s.stats();
+    let latency = st.fsync_latency.expect("fsyncs were timed");
+    assert!(st.fsyncs >= 1);
+    assert_eq!(latency.count, st.fsyncs, "{st:?}");
+    assert!(
+        latency.p50_us >= 1 && latency.p50_us <= latency.max_us,
+        "{latency:?}"
+    );
+    s.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[allow(
     clippy::await_holding_lock,

@@ -71,5 +71,25 @@ async fn prometheus_endpoint_reports_requests_and_peers() -> anyhow::Result<()> 
         "{body}"
     );
     assert!(body.contains("dynakv_write_quorum_misses 0"), "{body}");
+    // The disk's share of each write: the fsyncs' latency, in Prometheus and in status
+    // (each node fsync'd its copies of the three puts).
+    assert!(body.contains("dynakv_fsync_seconds_bucket"), "{body}");
+    let status = client.status().await?;
+    let fsync = status
+        .latency
+        .iter()
+        .find(|l| l.op == "fsync")
+        .ok_or_else(|| anyhow::anyhow!("no fsync latency in status: {:?}", status.latency))?;
+    // Counters are read just before the latencies, so an fsync in between may add one.
+    let fsyncs = status
+        .counters
+        .iter()
+        .find(|(name, _)| name == "storage_fsyncs")
+        .map_or(0, |(_, n)| *n);
+    assert!(
+        fsyncs >= 1 && fsync.count >= fsyncs,
+        "{fsync:?}, {fsyncs} fsyncs"
+    );
+    assert!(fsync.p50_us <= fsync.max_us, "{fsync:?}");
     Ok(())
 }
