@@ -412,6 +412,10 @@ pub(super) async fn run_syncer_task(shared: Arc<Shared>, durability: Durability)
     let _stopped = StoppedOnExit(&shared);
     loop {
         let shutdown = shared.wait_for_work_async(durability).await;
+        // Let the tasks that are ready run first: the writer that asked for this fsync
+        // has its replica messages to send, and they should be on the wire while the disk
+        // works, not after; packets that arrived meanwhile join this fsync too.
+        tokio::task::yield_now().await;
         if sync_once(&shared, &mut lock(&shared.progress), shutdown) {
             return;
         }
