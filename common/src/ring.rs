@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,9 +30,12 @@ pub const DEFAULT_PARTITIONS: u32 = 64;
 pub const DEFAULT_REPLICAS: usize = 3;
 
 /// A node's name in the cluster. Also its TLS server name, so it must be a DNS label.
+///
+/// Shared, not owned: every request's [`crate::replication::Plan`] names its replicas,
+/// so a clone is a reference count, not an allocation and a copy.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct NodeId(String);
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     /// Validates and wraps a node id: 1-63 of `a-z 0-9 -`, not starting with `-`.
@@ -45,7 +49,7 @@ impl NodeId {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if valid {
-            Ok(NodeId(id))
+            Ok(NodeId(id.into()))
         } else {
             Err(Error::InvalidNodeId { id })
         }
