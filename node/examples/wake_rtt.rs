@@ -12,10 +12,17 @@ use std::io::{ErrorKind, Write};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+/// How long either side waits for a message before giving up (a lost datagram or a
+/// failed peer must not hang the measurement).
+const PATIENCE: Duration = Duration::from_secs(5);
+
 fn main() -> std::io::Result<()> {
     let round_trips: usize = match std::env::args().nth(1) {
-        Some(n) => n.parse().map_err(|_| {
-            std::io::Error::new(ErrorKind::InvalidInput, "ROUND_TRIPS must be a number")
+        Some(n) => n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+            std::io::Error::new(
+                ErrorKind::InvalidInput,
+                "ROUND_TRIPS must be a positive number",
+            )
         })?,
         None => 20_000,
     };
@@ -43,8 +50,10 @@ fn ping_pong(n: usize, busy: bool) -> std::io::Result<Vec<Duration>> {
     let client = UdpSocket::bind("127.0.0.1:0")?;
     client.connect(echo.local_addr()?)?;
     echo.connect(client.local_addr()?)?;
-    echo.set_nonblocking(busy)?;
-    client.set_nonblocking(busy)?;
+    for socket in [&echo, &client] {
+        socket.set_nonblocking(busy)?;
+        socket.set_read_timeout(Some(PATIENCE))?;
+    }
 
     let echoer = std::thread::spawn(move || -> std::io::Result<()> {
         let mut buf = [0u8; 16];
@@ -69,11 +78,21 @@ fn ping_pong(n: usize, busy: bool) -> std::io::Result<Vec<Duration>> {
     Ok(rtts)
 }
 
-/// One receive: blocking, or spinning on a non-blocking socket until a message is there.
+/// One receive: blocking, or spinning on a non-blocking socket until a message is there;
+/// either way at most [`PATIENCE`].
 fn receive(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<usize> {
+    let deadline = Instant::now() + PATIENCE;
     loop {
         match socket.recv(buf) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::hint::spin_loop()
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("no message within {PATIENCE:?}"),
+                ))
+            }
             other => return other,
         }
     }
