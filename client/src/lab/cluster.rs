@@ -281,14 +281,19 @@ impl LabCluster {
         self.nodes[i].paused = false;
     }
 
-    /// kill -9 node `i`.
-    pub fn kill(&mut self, i: usize) {
+    /// kill -9 node `i`. Returns whether a running process of it died of that signal
+    /// (false if it was not running or had already exited).
+    pub fn kill(&mut self, i: usize) -> bool {
+        let mut killed = false;
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            killed = child.wait().is_ok_and(|status| {
+                std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL)
+            });
         }
         self.nodes[i].paused = false;
         self.admins[i] = None;
+        killed
     }
 
     /// Restarts node `i` (killing it first if it runs) and waits until it serves.

@@ -108,6 +108,19 @@ pub struct RunResult {
     pub client_overhead_ms: Option<f64>,
     /// The history file of this variant.
     pub history_file: String,
+    /// Pause and kill faults as carried out, in order.
+    pub process_events: Vec<ProcessEvent>,
+}
+
+/// One pause, resume, kill or restart the lab carried out during a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessEvent {
+    /// Seconds from the start of the workload.
+    pub t_s: f64,
+    pub node: String,
+    /// `paused`, `resumed`, `killed` (died of SIGKILL), `not killed` (was not running),
+    /// or `restarted` (serving again).
+    pub event: &'static str,
 }
 
 fn lab_err(what: &'static str, reason: impl ToString) -> LabError {
@@ -305,9 +318,17 @@ async fn run_variant(
     points.sort_by(f64::total_cmp);
     points.dedup();
     let mut applied_processes: BTreeSet<(usize, bool)> = BTreeSet::new();
+    let mut process_events = Vec::new();
     let mut next_point = 0;
     // Process faults starting at 0 take effect at once.
-    apply_process_faults(&mut cluster, &s.faults, 0.0, end_s, &mut applied_processes).await?;
+    apply_process_faults(
+        &mut cluster,
+        &s.faults,
+        (0.0, end_s, started),
+        &mut applied_processes,
+        &mut process_events,
+    )
+    .await?;
     loop {
         let progress_tick = tokio::time::sleep(Duration::from_millis(100));
         let at = points.get(next_point).copied();
@@ -322,7 +343,14 @@ async fn run_variant(
             } => {
                 let t = at.unwrap_or(0.0);
                 cluster.set_faults(&spec_at(&s.faults, t, end_s, seed)).await?;
-                apply_process_faults(&mut cluster, &s.faults, t, end_s, &mut applied_processes).await?;
+                apply_process_faults(
+                    &mut cluster,
+                    &s.faults,
+                    (t, end_s, started),
+                    &mut applied_processes,
+                    &mut process_events,
+                )
+                .await?;
                 next_point += 1;
             }
         }
@@ -348,11 +376,18 @@ async fn run_variant(
     cluster.set_faults(&FaultSpec::default()).await?;
     for i in 0..cluster.ids().len() {
         if !cluster.is_serving(i) {
-            if cluster_is_paused(&applied_processes, i) {
+            let event = if cluster_is_paused(&applied_processes, i) {
                 cluster.resume(i);
+                "resumed"
             } else {
                 cluster.restart(i).await?;
-            }
+                "restarted"
+            };
+            process_events.push(ProcessEvent {
+                t_s: started.elapsed().as_secs_f64(),
+                node: cluster.ids()[i].clone(),
+                event,
+            });
         }
     }
     let _ = cluster.wait_all_up(Duration::from_secs(30)).await;
@@ -512,6 +547,7 @@ async fn run_variant(
         prediction,
         client_overhead_ms,
         history_file,
+        process_events,
     })
 }
 
@@ -519,14 +555,15 @@ fn cluster_is_paused(applied: &BTreeSet<(usize, bool)>, i: usize) -> bool {
     applied.contains(&(i, true))
 }
 
-/// Starts and ends pause and kill faults due at `t_s`. `applied` remembers which are in
-/// effect: (node, paused) — paused true for SIGSTOP, false for a kill.
+/// Starts and ends pause and kill faults due at `t_s` (of a workload that ends at
+/// `end_s` and started at `started`). `applied` remembers which are in effect: (node,
+/// paused) — paused true for SIGSTOP, false for a kill. What is done goes to `events`.
 async fn apply_process_faults(
     cluster: &mut LabCluster,
     faults: &[FaultEvent],
-    t_s: f64,
-    end_s: f64,
+    (t_s, end_s, started): (f64, f64, Instant),
     applied: &mut BTreeSet<(usize, bool)>,
+    events: &mut Vec<ProcessEvent>,
 ) -> Result<(), LabError> {
     for f in faults {
         let Some(i) = f.node.as_deref().and_then(|n| cluster.index(n)) else {
@@ -534,25 +571,41 @@ async fn apply_process_faults(
         };
         let until = f.until_s.unwrap_or(end_s);
         let active = f.at_s <= t_s && t_s < until;
-        match f.kind {
+        let event = match f.kind {
             FaultKind::Pause => {
                 if active && !applied.contains(&(i, true)) {
                     cluster.pause(i);
                     applied.insert((i, true));
+                    "paused"
                 } else if !active && applied.remove(&(i, true)) {
                     cluster.resume(i);
+                    "resumed"
+                } else {
+                    continue;
                 }
             }
             FaultKind::Kill => {
                 if active && !applied.contains(&(i, false)) {
-                    cluster.kill(i);
                     applied.insert((i, false));
+                    if cluster.kill(i) {
+                        "killed"
+                    } else {
+                        "not killed"
+                    }
                 } else if !active && t_s >= until && applied.remove(&(i, false)) {
                     cluster.restart(i).await?;
+                    "restarted"
+                } else {
+                    continue;
                 }
             }
-            _ => {}
-        }
+            _ => continue,
+        };
+        events.push(ProcessEvent {
+            t_s: started.elapsed().as_secs_f64(),
+            node: cluster.ids()[i].clone(),
+            event,
+        });
     }
     Ok(())
 }
