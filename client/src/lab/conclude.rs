@@ -119,6 +119,27 @@ pub fn conclude(name: &str, runs: &[RunResult]) -> String {
                 parts.join("; ")
             )
         }
+        "crash-restart" => {
+            let parts: Vec<String> = runs
+                .iter()
+                .filter_map(|r| {
+                    r.sets.as_ref().map(|s| {
+                        format!(
+                            "{}: {} of {} acknowledged adds lost; {} adds in flight at a kill, of which {} survived",
+                            r.variant,
+                            s.lost,
+                            s.acknowledged,
+                            s.unknown_survived + s.unknown_absent,
+                            s.unknown_survived
+                        )
+                    })
+                })
+                .collect();
+            format!(
+                "{}. A replica acknowledges a write only once it is in its journal (handed to the operating system, and with durability = \"fsync\" on the disk), so kill -9 of the process, even of every node at once, cannot take an acknowledged add: the restarted node replays its journal, and hints, read repair and anti-entropy bring it the writes it missed while down. An add in flight when its coordinator died has no answer; it may or may not have been stored, and the client must not assume either. The fsync guards against losing the machine, which a kill does not show; W decides how many disks hold a write at the ack, which matters when a disk is lost (see sync-vs-async).",
+                parts.join("; ")
+            )
+        }
         "anti-entropy" => {
             let parts: Vec<String> = runs
                 .iter()

@@ -475,6 +475,11 @@ pub const BUILTINS: &[Builtin] = &[
         toml: include_str!("scenarios/anti-entropy.toml"),
     },
     Builtin {
+        name: "crash-restart",
+        summary: "every node in turn, then all at once, killed with kill -9 and restarted under concurrent adds: acknowledged adds lost at W=2 and W=1",
+        toml: include_str!("scenarios/crash-restart.toml"),
+    },
+    Builtin {
         name: "pbs-synthetic",
         summary: "N=3, R=W=1 with W~Exp(0.1/ms) then Exp(4/ms), A=R=S~Exp(1/ms): measured t-visibility beside the WARS prediction",
         toml: include_str!("scenarios/pbs-synthetic.toml"),
