@@ -7,6 +7,7 @@
 //! talks to the node binary as a user would; the processes are started and signalled
 //! here. Dropping the cluster kills every process and removes the directory.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -29,6 +30,20 @@ anti_entropy_exchanges_per_s = 500
 anti_entropy_keys_per_s = 20000
 reap_interval_ms = 1000
 "#;
+
+/// How long a restarted node is dialled before trying again.
+const RESTART_DIAL: Duration = Duration::from_millis(200);
+
+/// How a kill -9 of a node went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Killed {
+    /// The node was running and died of the signal.
+    BySignal,
+    /// The node had already exited on its own, with this status: it crashed.
+    Exited(String),
+    /// No process of the node was running.
+    NotRunning,
+}
 
 /// Node ports come from below Linux's ephemeral range, so client sockets never take one.
 const PORTS: std::ops::Range<u16> = 20_000..32_000;
@@ -232,11 +247,22 @@ impl LabCluster {
         order: Vec<String>,
         timeout: Duration,
     ) -> Result<Arc<Client>, LabError> {
+        self.client_dialling(order, timeout, Duration::from_secs(1))
+            .await
+    }
+
+    /// [`Self::client`], giving up on a connection after `connect_timeout`.
+    async fn client_dialling(
+        &self,
+        order: Vec<String>,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Arc<Client>, LabError> {
         let tls = self.settings.tls_config().map_err(|e| lab_err("tls", e))?;
         let mut opts = ClientOptions::new(order, tls);
         // The lab chooses the node each request goes through (its routing setting).
         opts.route_by_key = false;
-        opts.connect_timeout = Duration::from_secs(1);
+        opts.connect_timeout = connect_timeout;
         opts.request_timeout = timeout;
         Client::connect(opts)
             .await
@@ -281,39 +307,67 @@ impl LabCluster {
         self.nodes[i].paused = false;
     }
 
-    /// kill -9 node `i`. Returns whether a running process of it died of that signal
-    /// (false if it was not running or had already exited).
-    pub fn kill(&mut self, i: usize) -> bool {
-        let mut killed = false;
-        if let Some(mut child) = self.nodes[i].child.take() {
-            let _ = child.kill();
-            killed = child.wait().is_ok_and(|status| {
-                std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL)
-            });
-        }
+    /// kill -9 node `i`, and how that went.
+    pub fn kill(&mut self, i: usize) -> Killed {
+        let outcome = match self.nodes[i].child.take() {
+            Some(mut child) => {
+                let _ = child.kill();
+                match child.wait() {
+                    Ok(status) if status.signal() == Some(libc::SIGKILL) => Killed::BySignal,
+                    Ok(status) => Killed::Exited(status.to_string()),
+                    Err(e) => Killed::Exited(format!("unknown ({e})")),
+                }
+            }
+            None => Killed::NotRunning,
+        };
         self.nodes[i].paused = false;
         self.admins[i] = None;
-        killed
+        outcome
     }
 
     /// Restarts node `i` (killing it first if it runs) and waits until it serves.
     pub async fn restart(&mut self, i: usize) -> Result<(), LabError> {
-        self.kill(i);
-        self.spawn(i)?;
+        self.restart_all(&[i]).await
+    }
+
+    /// Restarts these nodes together (killing any that runs) and waits until each serves.
+    pub async fn restart_all(&mut self, nodes: &[usize]) -> Result<(), LabError> {
+        for &i in nodes {
+            self.kill(i);
+            self.spawn(i)?;
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
+        for &i in nodes {
+            self.wait_serving(i, deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the freshly started node `i` answers, then gives it the faults in force.
+    async fn wait_serving(&mut self, i: usize, deadline: Instant) -> Result<(), LabError> {
+        self.admins[i] = None;
         while Instant::now() < deadline {
-            if let Ok(c) = self.admin(i).await {
+            // Dial briefly: a handshake sent before the node listens is lost, and QUIC
+            // would resend it only after about a second.
+            let dialled = self
+                .client_dialling(
+                    vec![self.nodes[i].addr.clone()],
+                    Duration::from_secs(10),
+                    RESTART_DIAL,
+                )
+                .await;
+            if let Ok(c) = dialled {
                 if c.status().await.is_ok() {
                     if !self.faults.is_empty() {
                         c.set_faults(self.faults.clone())
                             .await
                             .map_err(|e| lab_err("set faults", e))?;
                     }
+                    self.admins[i] = Some(c);
                     return Ok(());
                 }
             }
-            self.admins[i] = None;
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Err(lab_err(
             "restart",

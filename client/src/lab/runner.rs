@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use super::check::{self, LatencyStats, SessionReport, SetReport, SiblingsReport, StalenessReport};
-use super::cluster::LabCluster;
+use super::cluster::{Killed, LabCluster};
 use super::history::{History, Op, OpKind};
 use super::pbs::{self, Model};
 use super::scenario::{FaultEvent, FaultKind, Resolved, Scenario, WorkloadKind};
@@ -115,12 +115,50 @@ pub struct RunResult {
 /// One pause, resume, kill or restart the lab carried out during a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessEvent {
-    /// Seconds from the start of the workload.
+    /// When it was due, in seconds from the start of the workload (the end of the
+    /// workload for what the heal does).
+    pub scheduled_s: f64,
+    /// When it was done: for a restart, when the node served again.
     pub t_s: f64,
     pub node: String,
-    /// `paused`, `resumed`, `killed` (died of SIGKILL), `not killed` (was not running),
-    /// or `restarted` (serving again).
+    /// `paused`, `resumed`, `killed` (died of SIGKILL), `crashed` (had already exited
+    /// on its own; `detail` has its exit status), `not running`, or `restarted`.
     pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ProcessEvent {
+    fn new(
+        cluster: &LabCluster,
+        i: usize,
+        scheduled_s: f64,
+        started: Instant,
+        event: &'static str,
+    ) -> ProcessEvent {
+        ProcessEvent {
+            scheduled_s,
+            t_s: started.elapsed().as_secs_f64(),
+            node: cluster.ids()[i].clone(),
+            event,
+            detail: None,
+        }
+    }
+}
+
+/// Which nodes the lab has killed or paused.
+struct ProcessState {
+    killed: Vec<bool>,
+    paused: Vec<bool>,
+}
+
+impl ProcessState {
+    fn new(nodes: usize) -> ProcessState {
+        ProcessState {
+            killed: vec![false; nodes],
+            paused: vec![false; nodes],
+        }
+    }
 }
 
 fn lab_err(what: &'static str, reason: impl ToString) -> LabError {
@@ -317,7 +355,7 @@ async fn run_variant(
         .collect();
     points.sort_by(f64::total_cmp);
     points.dedup();
-    let mut applied_processes: BTreeSet<(usize, bool)> = BTreeSet::new();
+    let mut processes = ProcessState::new(cluster.ids().len());
     let mut process_events = Vec::new();
     let mut next_point = 0;
     // Process faults starting at 0 take effect at once.
@@ -325,7 +363,7 @@ async fn run_variant(
         &mut cluster,
         &s.faults,
         (0.0, end_s, started),
-        &mut applied_processes,
+        &mut processes,
         &mut process_events,
     )
     .await?;
@@ -347,7 +385,7 @@ async fn run_variant(
                     &mut cluster,
                     &s.faults,
                     (t, end_s, started),
-                    &mut applied_processes,
+                    &mut processes,
                     &mut process_events,
                 )
                 .await?;
@@ -358,7 +396,9 @@ async fn run_variant(
             let frac = (started.elapsed().as_secs_f64() / duration.as_secs_f64()).min(1.0);
             p(name, frac, rec.done.load(Ordering::Relaxed));
         }
-        if Instant::now() >= stop && tasks.is_empty() {
+        // Every fault point of the workload is carried out, even if restarts made the
+        // timeline run late.
+        if Instant::now() >= stop && tasks.is_empty() && next_point >= points.len() {
             break;
         }
         while let Some(done) = tasks.try_join_next() {
@@ -374,20 +414,18 @@ async fn run_variant(
     // Heal: no faults, every node running. Convergence is timed from here.
     let healed_at = Instant::now();
     cluster.set_faults(&FaultSpec::default()).await?;
-    for i in 0..cluster.ids().len() {
-        if !cluster.is_serving(i) {
-            let event = if cluster_is_paused(&applied_processes, i) {
-                cluster.resume(i);
-                "resumed"
-            } else {
-                cluster.restart(i).await?;
-                "restarted"
-            };
-            process_events.push(ProcessEvent {
-                t_s: started.elapsed().as_secs_f64(),
-                node: cluster.ids()[i].clone(),
-                event,
-            });
+    let heal_s = end_s;
+    let dead: Vec<usize> = (0..processes.killed.len())
+        .filter(|&i| processes.killed[i])
+        .collect();
+    cluster.restart_all(&dead).await?;
+    for &i in &dead {
+        process_events.push(ProcessEvent::new(&cluster, i, heal_s, started, "restarted"));
+    }
+    for i in 0..processes.paused.len() {
+        if processes.paused[i] && !processes.killed[i] {
+            cluster.resume(i);
+            process_events.push(ProcessEvent::new(&cluster, i, heal_s, started, "resumed"));
         }
     }
     let _ = cluster.wait_all_up(Duration::from_secs(30)).await;
@@ -551,61 +589,68 @@ async fn run_variant(
     })
 }
 
-fn cluster_is_paused(applied: &BTreeSet<(usize, bool)>, i: usize) -> bool {
-    applied.contains(&(i, true))
-}
-
-/// Starts and ends pause and kill faults due at `t_s` (of a workload that ends at
-/// `end_s` and started at `started`). `applied` remembers which are in effect: (node,
-/// paused) — paused true for SIGSTOP, false for a kill. What is done goes to `events`.
+/// Brings the nodes to the state the pause and kill faults in force at `t_s` ask for
+/// (of a workload that ends at `end_s` and started at `started`): a node is down while
+/// any kill fault of it is in force and paused while a pause fault is (and it is not
+/// down). Only changes are acted on; what is done goes to `events`.
 async fn apply_process_faults(
     cluster: &mut LabCluster,
     faults: &[FaultEvent],
     (t_s, end_s, started): (f64, f64, Instant),
-    applied: &mut BTreeSet<(usize, bool)>,
+    state: &mut ProcessState,
     events: &mut Vec<ProcessEvent>,
 ) -> Result<(), LabError> {
+    let nodes = state.killed.len();
+    let (mut kill, mut pause) = (vec![false; nodes], vec![false; nodes]);
     for f in faults {
         let Some(i) = f.node.as_deref().and_then(|n| cluster.index(n)) else {
             continue;
         };
-        let until = f.until_s.unwrap_or(end_s);
-        let active = f.at_s <= t_s && t_s < until;
-        let event = match f.kind {
-            FaultKind::Pause => {
-                if active && !applied.contains(&(i, true)) {
-                    cluster.pause(i);
-                    applied.insert((i, true));
-                    "paused"
-                } else if !active && applied.remove(&(i, true)) {
-                    cluster.resume(i);
-                    "resumed"
-                } else {
-                    continue;
-                }
+        if f.at_s <= t_s && t_s < f.until_s.unwrap_or(end_s) {
+            match f.kind {
+                FaultKind::Kill => kill[i] = true,
+                FaultKind::Pause => pause[i] = true,
+                _ => {}
             }
-            FaultKind::Kill => {
-                if active && !applied.contains(&(i, false)) {
-                    applied.insert((i, false));
-                    if cluster.kill(i) {
-                        "killed"
-                    } else {
-                        "not killed"
-                    }
-                } else if !active && t_s >= until && applied.remove(&(i, false)) {
-                    cluster.restart(i).await?;
-                    "restarted"
-                } else {
-                    continue;
+        }
+    }
+    let mut restart = Vec::new();
+    for (i, &kill) in kill.iter().enumerate() {
+        if kill && !state.killed[i] {
+            state.killed[i] = true;
+            state.paused[i] = false;
+            let mut event = ProcessEvent::new(cluster, i, t_s, started, "killed");
+            match cluster.kill(i) {
+                Killed::BySignal => {}
+                Killed::Exited(status) => {
+                    event.event = "crashed";
+                    event.detail = Some(status);
                 }
+                Killed::NotRunning => event.event = "not running",
             }
-            _ => continue,
-        };
-        events.push(ProcessEvent {
-            t_s: started.elapsed().as_secs_f64(),
-            node: cluster.ids()[i].clone(),
-            event,
-        });
+            event.t_s = started.elapsed().as_secs_f64();
+            events.push(event);
+        } else if !kill && state.killed[i] {
+            state.killed[i] = false;
+            restart.push(i);
+        }
+    }
+    cluster.restart_all(&restart).await?;
+    for &i in &restart {
+        events.push(ProcessEvent::new(cluster, i, t_s, started, "restarted"));
+    }
+    for (i, &pause) in pause.iter().enumerate() {
+        if state.killed[i] || pause == state.paused[i] {
+            continue;
+        }
+        state.paused[i] = pause;
+        if pause {
+            cluster.pause(i);
+            events.push(ProcessEvent::new(cluster, i, t_s, started, "paused"));
+        } else {
+            cluster.resume(i);
+            events.push(ProcessEvent::new(cluster, i, t_s, started, "resumed"));
+        }
     }
     Ok(())
 }
