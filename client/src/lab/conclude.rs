@@ -125,7 +125,7 @@ pub fn conclude(name: &str, runs: &[RunResult]) -> String {
                 .filter_map(|r| {
                     r.sets.as_ref().map(|s| {
                         format!(
-                            "{}: {} of {} acknowledged adds lost; {} adds in flight at a kill, of which {} survived",
+                            "{}: {} of {} acknowledged adds lost; {} adds got no answer (cut by a kill or timed out), of which {} were stored anyway",
                             r.variant,
                             s.lost,
                             s.acknowledged,
@@ -135,8 +135,17 @@ pub fn conclude(name: &str, runs: &[RunResult]) -> String {
                     })
                 })
                 .collect();
+            let lost: u64 = runs
+                .iter()
+                .filter_map(|r| r.sets.as_ref().map(|s| s.lost))
+                .sum();
+            let why = if lost == 0 {
+                "A replica acknowledges a write only once it is in its journal (handed to the operating system, and with durability = \"fsync\" on the disk), so kill -9 of the process, even of every node at once, cannot take an acknowledged add: the restarted node replays its journal, and hints, read repair and anti-entropy bring it the writes it missed while down."
+            } else {
+                "Acknowledged adds went missing: a store that acknowledges a write only once it is in its journal must not lose it to kill -9, so this is a bug (the history files name the adds)."
+            };
             format!(
-                "{}. A replica acknowledges a write only once it is in its journal (handed to the operating system, and with durability = \"fsync\" on the disk), so kill -9 of the process, even of every node at once, cannot take an acknowledged add: the restarted node replays its journal, and hints, read repair and anti-entropy bring it the writes it missed while down. An add in flight when its coordinator died has no answer; it may or may not have been stored, and the client must not assume either. The fsync guards against losing the machine, which a kill does not show; W decides how many disks hold a write at the ack, which matters when a disk is lost (see sync-vs-async).",
+                "{}. {why} An add with no answer may or may not have been stored, and the client must not assume either. The fsync guards against losing the machine, which a kill does not show; W decides how many disks hold a write at the ack, which matters when a disk is lost (see sync-vs-async).",
                 parts.join("; ")
             )
         }

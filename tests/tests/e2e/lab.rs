@@ -115,6 +115,15 @@ fn kill_9_and_restart_of_every_node_loses_no_acknowledged_add() {
         let count = |what: &str| events.iter().filter(|e| e["event"] == what).count();
         assert_eq!(count("killed"), 7, "{events:?}");
         assert_eq!(count("restarted"), 7, "{events:?}");
+        // ... while the writers were writing.
+        let end = run["duration_s"].as_f64().unwrap();
+        assert!(
+            events
+                .iter()
+                .filter(|e| e["event"] == "killed")
+                .all(|e| e["t_s"].as_f64() < Some(end)),
+            "a kill came after the workload ({end} s): {events:?}"
+        );
     }
 }
 
