@@ -343,9 +343,9 @@ impl LabCluster {
         Ok(())
     }
 
-    /// Waits until the freshly started node `i` answers, then gives it the faults in force.
+    /// Waits until the freshly started node `i` answers, then gives it the faults in force
+    /// and keeps the client as its admin one.
     async fn wait_serving(&mut self, i: usize, deadline: Instant) -> Result<(), LabError> {
-        self.admins[i] = None;
         while Instant::now() < deadline {
             // Dial briefly: a handshake sent before the node listens is lost, and QUIC
             // would resend it only after about a second.

@@ -1,6 +1,7 @@
 //! What a run's numbers mean, in two or three sentences: one reading per built-in
 //! scenario (each answers one question), and a generic summary for a user's scenario.
 
+use super::check::SetReport;
 use super::history::OpKind;
 use super::runner::RunResult;
 
@@ -27,6 +28,16 @@ fn stale_split(r: &RunResult, split_ms: f64) -> (Option<f64>, Option<f64>) {
     }
     let ratio = |s: u64, n: u64| (n > 0).then(|| s as f64 / n as f64);
     (ratio(sa, a), ratio(sb, b))
+}
+
+/// One phrase per run of the set workload (runs without a set report have none).
+fn per_set_run(
+    runs: &[RunResult],
+    phrase: impl Fn(&RunResult, &SetReport) -> String,
+) -> Vec<String> {
+    runs.iter()
+        .filter_map(|r| r.sets.as_ref().map(|s| phrase(r, s)))
+        .collect()
 }
 
 fn write_latency(r: &RunResult) -> (f64, f64) {
@@ -103,43 +114,32 @@ pub fn conclude(name: &str, runs: &[RunResult]) -> String {
             )
         }
         "partition-siblings" => {
-            let parts: Vec<String> = runs
-                .iter()
-                .filter_map(|r| {
-                    r.sets.as_ref().map(|s| {
-                        format!(
-                            "{} ({}): {} of {} acknowledged adds lost",
-                            r.variant, r.conflict_policy, s.lost, s.acknowledged
-                        )
-                    })
-                })
-                .collect();
+            let parts = per_set_run(runs, |r, s| {
+                format!(
+                    "{} ({}): {} of {} acknowledged adds lost",
+                    r.variant, r.conflict_policy, s.lost, s.acknowledged
+                )
+            });
             format!(
                 "{}. With dotted version vectors, concurrent read-modify-writes on both sides of the partition become siblings and the next reader merges them, so every acknowledged add survives; last-writer-wins keeps one value per key by timestamp and silently drops the concurrent ones.",
                 parts.join("; ")
             )
         }
         "crash-restart" => {
-            let parts: Vec<String> = runs
+            let parts = per_set_run(runs, |r, s| {
+                format!(
+                    "{}: {} of {} acknowledged adds lost; {} adds got no answer (cut by a kill or timed out), of which {} were stored anyway",
+                    r.variant,
+                    s.lost,
+                    s.acknowledged,
+                    s.unknown_survived + s.unknown_absent,
+                    s.unknown_survived
+                )
+            });
+            let lost = runs
                 .iter()
-                .filter_map(|r| {
-                    r.sets.as_ref().map(|s| {
-                        format!(
-                            "{}: {} of {} acknowledged adds lost; {} adds got no answer (cut by a kill or timed out), of which {} were stored anyway",
-                            r.variant,
-                            s.lost,
-                            s.acknowledged,
-                            s.unknown_survived + s.unknown_absent,
-                            s.unknown_survived
-                        )
-                    })
-                })
-                .collect();
-            let lost: u64 = runs
-                .iter()
-                .filter_map(|r| r.sets.as_ref().map(|s| s.lost))
-                .sum();
-            let why = if lost == 0 {
+                .any(|r| r.sets.as_ref().is_some_and(|s| s.lost > 0));
+            let why = if !lost {
                 "A replica acknowledges a write only once it is in its journal (handed to the operating system, and with durability = \"fsync\" on the disk), so kill -9 of the process, even of every node at once, cannot take an acknowledged add: the restarted node replays its journal, and hints, read repair and anti-entropy bring it the writes it missed while down."
             } else {
                 "Acknowledged adds went missing: a store that acknowledges a write only once it is in its journal must not lose it to kill -9, so this is a bug (the history files name the adds)."

@@ -414,18 +414,17 @@ async fn run_variant(
     // Heal: no faults, every node running. Convergence is timed from here.
     let healed_at = Instant::now();
     cluster.set_faults(&FaultSpec::default()).await?;
-    let heal_s = end_s;
     let dead: Vec<usize> = (0..processes.killed.len())
         .filter(|&i| processes.killed[i])
         .collect();
     cluster.restart_all(&dead).await?;
     for &i in &dead {
-        process_events.push(ProcessEvent::new(&cluster, i, heal_s, started, "restarted"));
+        process_events.push(ProcessEvent::new(&cluster, i, end_s, started, "restarted"));
     }
     for i in 0..processes.paused.len() {
         if processes.paused[i] && !processes.killed[i] {
             cluster.resume(i);
-            process_events.push(ProcessEvent::new(&cluster, i, heal_s, started, "resumed"));
+            process_events.push(ProcessEvent::new(&cluster, i, end_s, started, "resumed"));
         }
     }
     let _ = cluster.wait_all_up(Duration::from_secs(30)).await;
@@ -619,17 +618,15 @@ async fn apply_process_faults(
         if kill && !state.killed[i] {
             state.killed[i] = true;
             state.paused[i] = false;
-            let mut event = ProcessEvent::new(cluster, i, t_s, started, "killed");
-            match cluster.kill(i) {
-                Killed::BySignal => {}
-                Killed::Exited(status) => {
-                    event.event = "crashed";
-                    event.detail = Some(status);
-                }
-                Killed::NotRunning => event.event = "not running",
-            }
-            event.t_s = started.elapsed().as_secs_f64();
-            events.push(event);
+            let (event, detail) = match cluster.kill(i) {
+                Killed::BySignal => ("killed", None),
+                Killed::Exited(status) => ("crashed", Some(status)),
+                Killed::NotRunning => ("not running", None),
+            };
+            events.push(ProcessEvent {
+                detail,
+                ..ProcessEvent::new(cluster, i, t_s, started, event)
+            });
         } else if !kill && state.killed[i] {
             state.killed[i] = false;
             restart.push(i);
