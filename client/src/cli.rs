@@ -256,6 +256,10 @@ pub fn run_binary(
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk, a closed pipe) is
+        // dropped: reporting it would print to stderr too, and std's eprintln! panics
+        // when that fails, killing whichever task was logging (a request, mid-write).
+        .log_internal_errors(false)
         .init();
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -268,17 +272,24 @@ pub fn run_binary(
     let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            report_error(format_args!("cannot start the runtime: {e}"));
             return std::process::ExitCode::FAILURE;
         }
     };
     match runtime.block_on(work) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report_error(format_args!("{e:#}"));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Prints `error: ...` to stderr if it can (unlike `eprintln!`, never panics: the exit
+/// code still says what happened when stderr is gone).
+fn report_error(message: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "error: {message}");
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {

@@ -105,6 +105,9 @@ pub struct ClusterOptions {
     /// Nodes (by index) that are expected not to join the others (so start-up does not
     /// wait for them to be seen up).
     pub isolated: Vec<usize>,
+    /// Nodes (by index) whose stdout and stderr go to `/dev/full`: every log line they
+    /// write fails with ENOSPC, as on a full log disk.
+    pub log_to_full_disk: Vec<usize>,
 }
 
 impl Default for ClusterOptions {
@@ -115,6 +118,7 @@ impl Default for ClusterOptions {
             tweak: Arc::new(|_| {}),
             foreign_ca: Vec::new(),
             isolated: Vec::new(),
+            log_to_full_disk: Vec::new(),
         }
     }
 }
@@ -125,6 +129,8 @@ pub struct NodeProc {
     pub addr: String,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Log to `/dev/full` instead of `log` ([`ClusterOptions::log_to_full_disk`]).
+    log_to_full_disk: bool,
     child: Option<Child>,
 }
 
@@ -164,10 +170,12 @@ impl Cluster {
         let nodes = members
             .iter()
             .zip(configs)
-            .map(|((id, addr), (_, config))| NodeProc {
+            .enumerate()
+            .map(|(i, ((id, addr), (_, config)))| NodeProc {
                 id: id.clone(),
                 addr: addr.to_string(),
                 log: config.with_file_name("node.log"),
+                log_to_full_disk: opts.log_to_full_disk.contains(&i),
                 config,
                 child: None,
             })
@@ -193,10 +201,14 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let node = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)?;
+        let log = if node.log_to_full_disk {
+            std::fs::OpenOptions::new().write(true).open("/dev/full")?
+        } else {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&node.log)?
+        };
         let child = Command::new(node_binary())
             .arg("run")
             .arg("--config")
@@ -250,6 +262,14 @@ impl Cluster {
         opts.route_by_key = false;
         opts.connect_timeout = Duration::from_secs(2);
         Ok(Client::connect(opts).await?)
+    }
+
+    /// Whether node `i`'s process is still running (not exited, killed or stopped).
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Kills node `i` with SIGKILL (no clean shutdown) and reaps it.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::harness::{eventually, Cluster, ClusterOptions};
 use dynakv_client::{Client, ClientError, ClientOptions, ReadOptions, WriteOptions};
 use dynakv_common::limits::Limits;
+use dynakv_common::quorum::Quorum;
 use dynakv_common::wire::{ErrorCode, Request, Response, ALPN};
 use rand::RngCore;
 
@@ -453,6 +454,40 @@ async fn a_batch_is_answered_item_by_item_and_authorised_item_by_item() -> anyho
     assert!(
         matches!(&huge[..], [Response::Error(e)] if e.code == ErrorCode::TooLarge),
         "{huge:?}"
+    );
+    Ok(())
+}
+
+/// A node whose log cannot be written (stderr on a full disk) goes on serving: a log
+/// line that fails is dropped, instead of panicking the task that logged it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_log_disk_is_full_keeps_serving() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions {
+        log_to_full_disk: vec![0],
+        ..Default::default()
+    })
+    .await?;
+    // n3 going down makes n1 log (a peer down, writes that miss a replica) while it
+    // coordinates every request below.
+    cluster.kill(2);
+    let client = cluster.client_only(0).await?;
+    for i in 0..20 {
+        let key = format!("full-log-{i}");
+        client
+            .put(
+                key.as_bytes(),
+                b"v".to_vec(),
+                WriteOptions::with_w(Quorum::Count(2)),
+            )
+            .await?;
+        let read = client
+            .get(key.as_bytes(), ReadOptions::with_r(Quorum::Count(2)))
+            .await?;
+        assert_eq!(read.values, vec![b"v".to_vec()], "{key}");
+    }
+    assert!(
+        cluster.is_running(0),
+        "n1 exited while its log disk was full"
     );
     Ok(())
 }
