@@ -214,14 +214,14 @@ async fn send(mut batch: Vec<Queued>, max_frame: usize) {
                 return;
             }
         };
-        if let Err(e) = super::write_frame(&mut tx, &frame).await {
-            let reason = e.to_string();
-            fail_all(&mut replies, &|| ConnError::Stream {
-                addr: addr.clone(),
-                reason: reason.clone(),
-            });
-            return;
-        }
+        // A node that refuses the batch before reading all of it (larger than its frame
+        // limit, or over its in-flight limit) stops the stream and answers the whole
+        // batch at once: read on, so callers get that answer rather than the write's
+        // "stopped by peer". The node answers or finishes its side at once.
+        let write_error = super::write_frame(&mut tx, &frame)
+            .await
+            .err()
+            .map(|e| e.to_string());
         let mut answered = 0;
         while answered < count {
             match super::read_frame_sized::<Response>(&mut rx, max_frame).await {
@@ -250,6 +250,7 @@ async fn send(mut batch: Vec<Queued>, max_frame: usize) {
                     let reason = conn
                         .close_reason()
                         .map(|e| describe_connection_error(&e))
+                        .or_else(|| write_error.clone())
                         .unwrap_or_else(|| "the stream ended before every answer came".into());
                     let drained = super::closed_after_drain(&conn);
                     fail_all(&mut replies, &|| {

@@ -235,9 +235,22 @@ pub async fn request_sized(
             addr: addr.clone(),
             reason: describe_connection_error(&e),
         })?;
-        write_frame(&mut send, &frame)
-            .await
-            .map_err(|e| stream_error(&addr, e, conn))?;
+        if let Err(e) = write_frame(&mut send, &frame).await {
+            // A node that refuses a request before reading all of it (larger than its
+            // frame limit, or over its in-flight limit) stops the stream and says why;
+            // that answer is the error to report, not "stopped by peer". The node
+            // answers or finishes its side at once, so this read does not linger.
+            if let Ok(Some((response, received))) =
+                read_frame_sized::<Response>(&mut recv, max_frame).await
+            {
+                return Ok(Exchange {
+                    response,
+                    sent: frame.len(),
+                    received,
+                });
+            }
+            return Err(stream_error(&addr, e, conn));
+        }
         let read = read_frame_sized::<Response>(&mut recv, max_frame).await;
         take_end(&mut recv);
         match read {

@@ -41,9 +41,9 @@ async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<(
     );
     opts.limits = Limits {
         max_key_bytes: 1 << 20,
-        max_value_bytes: 1 << 20,
+        max_value_bytes: 8 << 20,
     };
-    let client = Client::connect(opts).await?;
+    let client = Client::connect(opts.clone()).await?;
     let err = client
         .put(b"big", vec![7u8; 8192], WriteOptions::default())
         .await
@@ -59,6 +59,27 @@ async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<(
             );
         }
         other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // Past the node's frame limit (16 siblings' worth of its value limit) the node stops
+    // reading the request and answers why; the client reports that answer, batched or
+    // not, instead of the stream the node stopped ("may or may not have been applied").
+    // 4 MiB is more than QUIC lets a client send before the node reads, so the client is
+    // still writing when the node stops the stream.
+    for coalesce in [true, false] {
+        let mut opts = opts.clone();
+        opts.coalesce = coalesce;
+        let unbatched = Client::connect(opts).await?;
+        let err = unbatched
+            .put(b"huge", vec![7u8; 4 << 20], WriteOptions::default())
+            .await
+            .expect_err("a 4 MiB value past the node's frame limit must be refused");
+        match &err {
+            ClientError::Server(e) => {
+                assert_eq!(e.code, ErrorCode::TooLarge, "coalesce {coalesce}: {err}");
+            }
+            other => panic!("coalesce {coalesce}: expected TooLarge, got {other:?}"),
+        }
+        assert!(err.to_string().contains("larger than"), "{err}");
     }
     let err = client
         .get(&vec![b'k'; 2048], ReadOptions::default())
