@@ -252,12 +252,12 @@ async fn send(mut batch: Vec<Queued>, max_frame: usize) {
                         .map(|e| describe_connection_error(&e))
                         .or_else(|| write_error.clone())
                         .unwrap_or_else(|| "the stream ended before every answer came".into());
-                    let drained = super::closed_after_drain(&conn);
+                    let never_served = super::never_served(&conn);
                     fail_all(&mut replies, &|| {
-                        if drained {
+                        if let Some(reason) = &never_served {
                             ConnError::NotSent {
                                 addr: addr.clone(),
-                                reason: "the node shut down before reading the request".into(),
+                                reason: reason.clone(),
                             }
                         } else {
                             ConnError::Stream {

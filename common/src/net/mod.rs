@@ -259,9 +259,9 @@ pub async fn request_sized(
                 sent: frame.len(),
                 received,
             }),
-            Ok(None) if closed_after_drain(conn) => Err(ConnError::NotSent {
+            Ok(None) if let Some(reason) = never_served(conn) => Err(ConnError::NotSent {
                 addr: addr.clone(),
-                reason: "the node shut down before reading the request".into(),
+                reason,
             }),
             Ok(None) => Err(ConnError::Stream {
                 addr: addr.clone(),
@@ -279,22 +279,37 @@ pub async fn request_sized(
     }
 }
 
-/// Whether the node closed the connection after draining (see [`CLOSE_DRAINED`]): then a
-/// request still pending on it was never processed.
-pub(crate) fn closed_after_drain(conn: &quinn::Connection) -> bool {
-    matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::ApplicationClosed(close))
-            if close.error_code == quinn::VarInt::from_u32(CLOSE_DRAINED)
-    )
+/// Why no request sent on `conn` was processed, when its close proves it: the node
+/// closed it after draining (see [`CLOSE_DRAINED`]), or the TLS handshake failed (a
+/// QUIC crypto error, 0x100-0x1ff, either side: with TLS 1.3 a client may open streams
+/// before the node has checked its certificate, but the node serves none of them).
+pub(crate) fn never_served(conn: &quinn::Connection) -> Option<String> {
+    let is_crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    let reason = conn.close_reason()?;
+    match &reason {
+        quinn::ConnectionError::ApplicationClosed(close)
+            if close.error_code == quinn::VarInt::from_u32(CLOSE_DRAINED) =>
+        {
+            Some("the node shut down before reading the request".into())
+        }
+        quinn::ConnectionError::ConnectionClosed(close) if is_crypto(close.error_code) => {
+            Some(describe_connection_error(&reason))
+        }
+        quinn::ConnectionError::TransportError(t) if is_crypto(t.code) => {
+            Some(describe_connection_error(&reason))
+        }
+        _ => None,
+    }
 }
 
 fn stream_error(addr: &str, e: FrameError, conn: &quinn::Connection) -> ConnError {
-    if matches!(e, FrameError::Io(_)) && closed_after_drain(conn) {
-        return ConnError::NotSent {
-            addr: addr.to_string(),
-            reason: "the node shut down before reading the request".into(),
-        };
+    if matches!(e, FrameError::Io(_)) {
+        if let Some(reason) = never_served(conn) {
+            return ConnError::NotSent {
+                addr: addr.to_string(),
+                reason,
+            };
+        }
     }
     match e {
         FrameError::Io(reason) => ConnError::Stream {

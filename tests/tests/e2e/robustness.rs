@@ -186,8 +186,32 @@ async fn a_client_with_a_certificate_from_another_ca_is_refused() -> anyhow::Res
         &c.join("client.key.pem"),
         ALPN,
     )?;
-    let err = refused(&cluster.nodes[0].addr, tls, "a foreign client certificate").await;
+    let err = refused(
+        &cluster.nodes[0].addr,
+        tls.clone(),
+        "a foreign client certificate",
+    )
+    .await;
     assert!(err.contains("TLS refused"), "{err}");
+    // A write refused in the handshake certainly was not applied, and says so: the node
+    // serves no stream of a connection whose certificate it rejected.
+    let mut opts = ClientOptions::new(vec![cluster.nodes[0].addr.clone()], tls);
+    opts.connect_timeout = Duration::from_secs(5);
+    opts.request_timeout = Duration::from_secs(5);
+    let written = match Client::connect(opts).await {
+        Ok(client) => client
+            .put(b"k", b"v".to_vec(), WriteOptions::default())
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => panic!("a write with a foreign client certificate was accepted"),
+        Err(e @ ClientError::OutcomeUnknown { .. }) => {
+            panic!("a write refused in the handshake reads as maybe applied: {e}")
+        }
+        Err(e) => assert!(e.to_string().contains("TLS refused"), "{e}"),
+    }
     // A client that does not trust the cluster CA refuses the node, too.
     let tls = dynakv_client::tls::client_config(
         &c.join("ca.pem"),
