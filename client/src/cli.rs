@@ -196,8 +196,8 @@ struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     value_size: usize,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
     /// Stop after this many operations.
     #[arg(long)]
     ops: Option<u64>,
@@ -616,6 +616,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 order.rotate_left(i);
                 clients.push(connect_with(&s, order, !args.no_coalesce).await?);
             }
+            // An R or W the cluster cannot meet would fail every operation: say so now.
+            let n = usize::from(clients[0].status().await?.replicas);
+            if args.read_ratio > 0.0 {
+                args.r.resolve(n, "R")?;
+            }
+            if args.read_ratio < 1.0 || args.fill {
+                args.w.resolve(n, "W")?;
+            }
             let duration = match (args.duration, args.ops) {
                 _ if args.fill => None,
                 (Some(d), _) => Some(Duration::from_secs_f64(d)),
@@ -623,7 +631,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => Some(Duration::from_secs(10)),
             };
             let opts = BenchOptions {
-                concurrency: args.concurrency,
+                concurrency: args.concurrency as usize,
                 keys: args.keys,
                 value_size: args.value_size,
                 read_ratio: if args.fill { 0.0 } else { args.read_ratio },
@@ -680,6 +688,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for c in clients {
                 c.close().await;
+            }
+            if report.ops == 0 && report.errors > 0 {
+                bail!(
+                    "every operation failed ({} errors), e.g.: {}",
+                    report.errors,
+                    report.sample_errors.first().map_or("", String::as_str)
+                );
             }
         }
     }

@@ -195,6 +195,57 @@ async fn bench_prints_throughput_and_percentiles() -> anyhow::Result<()> {
         assert!(s["p50_us"].as_u64() <= s["p99_us"].as_u64());
         assert!(s["p99_us"].as_u64() <= s["p999_us"].as_u64());
     }
+    // A quorum the cluster cannot meet, or no requests in flight, is refused up front.
+    let refused = |args: &[&str], says: &str| {
+        let out = tokio::task::block_in_place(|| dynakv(&cluster, args, None));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    refused(
+        &["bench", "--ops", "5", "--read-ratio", "0", "--w", "4"],
+        "invalid W",
+    );
+    refused(
+        &["bench", "--ops", "5", "--read-ratio", "1", "--r", "4"],
+        "invalid R",
+    );
+    refused(
+        &["bench", "--ops", "5", "--concurrency", "0"],
+        "--concurrency",
+    );
+    Ok(())
+}
+
+/// A run in which no operation succeeds reports its errors and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bench_whose_every_operation_fails_exits_with_an_error() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    cluster.kill(2);
+    let out = tokio::task::block_in_place(|| {
+        dynakv(
+            &cluster,
+            &[
+                "--node",
+                &cluster.nodes[0].addr,
+                "--timeout-ms",
+                "1000",
+                "bench",
+                "--ops",
+                "4",
+                "--concurrency",
+                "2",
+                "--read-ratio",
+                "0",
+                "--w",
+                "all",
+            ],
+            None,
+        )
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("every operation failed"), "{stderr}");
     Ok(())
 }
 
