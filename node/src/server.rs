@@ -39,6 +39,8 @@ const CUT_LINK_HOLD: Duration = Duration::from_secs(60);
 /// The answer to a request refused for want of an in-flight permit.
 const OVERLOADED: &str =
     "node overloaded: too many requests in flight; retry later or use another node";
+/// The answer to a request that arrives while the node shuts down.
+const SHUTTING_DOWN: &str = "node is shutting down; retry on another node";
 /// How long a stream may take to deliver its request frame.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -124,33 +126,22 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
 ) {
     let max_frame = node.limits.max_frame_bytes();
-    // Refuse before reading (so the client knows nothing was done and may retry on
-    // another node) when shutting down or at the in-flight limit. Peers have their own
-    // pool, so client load cannot starve replication. The permit is taken before
-    // reading, so buffered requests are bounded too, and held until the answer is sent.
-    let pool = match role {
-        Role::Node => &node.peer_in_flight,
-        Role::Client | Role::Admin => &node.in_flight,
-    };
-    let permit = if node.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-        Err("node is shutting down; retry on another node")
-    } else {
-        pool.clone().try_acquire_owned().map_err(|_| {
-            bump(&node.counters.overload_refusals);
-            OVERLOADED
-        })
-    };
-    let _permit = match permit {
-        Ok(permit) => permit,
-        Err(message) => {
-            let busy = Response::Error(WireError::new(ErrorCode::Unavailable, message));
-            if let Ok(frame) = codec::encode_frame(&busy, max_frame) {
-                let _ = recv.stop(0u32.into());
-                let _ = write_frame(&mut send, &frame).await;
-            }
-            return;
+    // Refused unprocessed (so the client knows nothing was done and may retry on another
+    // node): any request once shutting down, before reading it; a request that finds the
+    // in-flight limit reached, once read. The permit bounds the work under way, not the
+    // requests still arriving: taken before reading, streams a client opened and never
+    // finished held every permit and locked all other clients out. What arrives unread is
+    // bounded per connection by QUIC flow control (`net::transport_config`). Peers have
+    // their own pool, so client load cannot starve replication.
+    let refuse = |message: &str| Response::Error(WireError::new(ErrorCode::Unavailable, message));
+    let stopping = || node.stopping.load(std::sync::atomic::Ordering::SeqCst);
+    if stopping() {
+        if let Ok(frame) = codec::encode_frame(&refuse(SHUTTING_DOWN), max_frame) {
+            let _ = recv.stop(0u32.into());
+            let _ = write_frame(&mut send, &frame).await;
         }
-    };
+        return;
+    }
     let read = tokio::time::timeout(
         REQUEST_READ_TIMEOUT,
         read_frame::<Request>(&mut recv, max_frame),
@@ -159,6 +150,25 @@ async fn serve_stream(
         debug!("no complete request within {REQUEST_READ_TIMEOUT:?}; dropping the stream");
         bump(&node.counters.bad_frames);
         let _ = recv.stop(0u32.into());
+        return;
+    };
+    let pool = match role {
+        Role::Node => &node.peer_in_flight,
+        Role::Client | Role::Admin => &node.in_flight,
+    };
+    // Held until the answer is sent. A shutdown drains by taking every permit, so a
+    // request read after that is refused here.
+    let Ok(_permit) = pool.clone().try_acquire_owned() else {
+        let why = if stopping() {
+            SHUTTING_DOWN
+        } else {
+            bump(&node.counters.overload_refusals);
+            OVERLOADED
+        };
+        if let Ok(frame) = codec::encode_frame(&refuse(why), max_frame) {
+            take_end(&mut recv);
+            let _ = write_frame(&mut send, &frame).await;
+        }
         return;
     };
     let mut fate = Incoming::Serve;

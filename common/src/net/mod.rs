@@ -43,12 +43,19 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// A connection without any packet for this long is considered dead.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most bytes a connection's peer may send that have not been read yet, over all its
+/// streams (QUIC's connection flow-control window). quinn's default is unlimited: a
+/// client could park 1.25 MB (one stream's window) on each of its 4,096 streams. Room
+/// for several frames of the largest size a node accepts with default limits (~17 MiB).
+pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 64 << 20;
+
 /// The QUIC transport settings of every dynakv connection, client or peer: many
-/// concurrent request streams, no unidirectional streams, a keep-alive every second and
-/// a 5 s idle timeout so a dead peer is noticed quickly.
+/// concurrent request streams, a bounded flow-control window, no unidirectional streams,
+/// a keep-alive every second and a 5 s idle timeout so a dead peer is noticed quickly.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport
+        .receive_window(quinn::VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_CONCURRENT_BIDI_STREAMS))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))

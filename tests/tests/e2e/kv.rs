@@ -302,6 +302,54 @@ async fn a_client_batch_takes_one_in_flight_permit_per_request() -> anyhow::Resu
     Ok(())
 }
 
+/// Streams a client opens and never finishes take no in-flight permit: however many it
+/// holds, other clients are served (and so is the holder, on new streams).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_requests_do_not_lock_other_clients_out() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 1,
+        replicas: 1,
+        tweak: std::sync::Arc::new(|c| c.max_in_flight = 8),
+        ..Default::default()
+    })
+    .await?;
+    let (_endpoint, conn) = cluster.raw_connection(0).await?;
+    // Four times the node's limit: each stream sends a header announcing a 100-byte
+    // frame, and nothing more.
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        let (mut send, recv) = conn.open_bi().await?;
+        send.write_all(&100u32.to_be_bytes()).await?;
+        held.push((send, recv));
+    }
+    // The node accepts streams in the order they were opened, so this one comes after
+    // every held stream.
+    let answer = dynakv_common::net::request(
+        &conn,
+        &get_one(b"k".to_vec()),
+        1 << 20,
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
+    assert!(
+        matches!(answer, dynakv_common::wire::Response::Get(_)),
+        "the holder's own new request: {answer:?}"
+    );
+    let other = cluster.client_only(0).await?;
+    for i in 0..20 {
+        let key = format!("k{i}");
+        other
+            .put(key.as_bytes(), b"v".to_vec(), WriteOptions::default())
+            .await?;
+        let read = other.get(key.as_bytes(), ReadOptions::default()).await?;
+        assert_eq!(read.values, vec![b"v".to_vec()]);
+    }
+    assert_eq!(cluster.counters(0).await?["overload_refusals"], 0);
+    drop(held);
+    conn.close(0u32.into(), b"done");
+    Ok(())
+}
+
 /// Reads and writes a client has queued at once for a node travel as one batch, and
 /// every one of them is answered as if sent alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
