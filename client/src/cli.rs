@@ -333,7 +333,12 @@ fn print_write(
     if json {
         writeln!(out, "{}", json!({ "context": r.context_token() }))
     } else {
-        writeln!(out, "{done} ({} replicas acknowledged)", r.replicas_acked)?;
+        let replicas = if r.replicas_acked == 1 {
+            "replica"
+        } else {
+            "replicas"
+        };
+        writeln!(out, "{done} ({} {replicas} acknowledged)", r.replicas_acked)?;
         writeln!(out, "context: {}", r.context_token())
     }
 }

@@ -24,8 +24,8 @@ use rustls::RootCertStore;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: io::Error },
     /// A file does not hold what it should.
     #[error("{origin} is not a valid {what}: {detail}")]
     BadPem {
@@ -34,18 +34,18 @@ pub enum TlsError {
         detail: String,
     },
     /// The certificate and the private key do not belong together (or the key is unusable).
-    #[error("the private key in {key} does not belong to the certificate in {cert}: {source}")]
+    #[error("the private key in {key} does not belong to the certificate in {cert}: {cause}")]
     KeyMismatch {
         cert: String,
         key: String,
-        source: rustls::Error,
+        cause: rustls::Error,
     },
     /// rustls refused to build the configuration.
-    #[error("cannot build the TLS client configuration: {source}")]
-    Config { source: rustls::Error },
+    #[error("cannot build the TLS client configuration: {cause}")]
+    Config { cause: rustls::Error },
     /// The rustls configuration is not usable for QUIC.
-    #[error("the TLS client configuration is not usable for QUIC: {source}")]
-    Quic { source: NoInitialCipherSuite },
+    #[error("the TLS client configuration is not usable for QUIC: {cause}")]
+    Quic { cause: NoInitialCipherSuite },
 }
 
 /// Builds the client configuration from PEM files: the cluster CA certificate, the client
@@ -123,9 +123,9 @@ impl<'a> Pem<'a> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read {
+    fs::read(path).map_err(|cause| TlsError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
@@ -144,16 +144,16 @@ fn build(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Config { source })?
+        .map_err(|cause| TlsError::Config { cause })?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key_der)
-        .map_err(|source| TlsError::KeyMismatch {
+        .map_err(|cause| TlsError::KeyMismatch {
             cert: cert.origin.clone(),
             key: key.origin.clone(),
-            source,
+            cause,
         })?;
     tls.alpn_protocols = vec![alpn.to_vec()];
-    let quic = QuicClientConfig::try_from(tls).map_err(|source| TlsError::Quic { source })?;
+    let quic = QuicClientConfig::try_from(tls).map_err(|cause| TlsError::Quic { cause })?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(dynakv_common::net::transport_config()));
     Ok(config)

@@ -129,11 +129,11 @@ pub enum CertError {
     )]
     CaExists { path: PathBuf },
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: io::Error },
     /// A file or directory could not be written.
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {cause}")]
+    Write { path: PathBuf, cause: io::Error },
     /// A PEM file does not hold what it should.
     #[error("{path} is not a valid {what}: {detail}")]
     BadPem {
@@ -160,10 +160,10 @@ pub enum CertError {
         reason: &'static str,
     },
     /// rcgen failed to generate a key or sign a certificate.
-    #[error("cannot {action}: {source}")]
+    #[error("cannot {action}: {cause}")]
     Generate {
         action: &'static str,
-        source: rcgen::Error,
+        cause: rcgen::Error,
     },
 }
 
@@ -177,17 +177,17 @@ pub fn init_ca(dir: &Path) -> Result<(), CertError> {
         }
     }
     create_dir(dir)?;
-    let key = KeyPair::generate().map_err(|source| CertError::Generate {
+    let key = KeyPair::generate().map_err(|cause| CertError::Generate {
         action: "generate the CA key",
-        source,
+        cause,
     })?;
     let mut params = ca_params();
     set_validity(&mut params);
     let cert = params
         .self_signed(&key)
-        .map_err(|source| CertError::Generate {
+        .map_err(|cause| CertError::Generate {
             action: "self-sign the CA certificate",
-            source,
+            cause,
         })?;
     // Key first: a CA certificate without its key would block a retry.
     write_file(&files.key, key.serialize_pem().as_bytes(), true)?;
@@ -354,15 +354,15 @@ fn issue(ca_dir: &Path, params: CertificateParams, files: &CertFiles) -> Result<
     })?;
     let issuer = Issuer::new(ca_params(), ca_key);
 
-    let key = KeyPair::generate().map_err(|source| CertError::Generate {
+    let key = KeyPair::generate().map_err(|cause| CertError::Generate {
         action: "generate a key",
-        source,
+        cause,
     })?;
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(|source| CertError::Generate {
+        .map_err(|cause| CertError::Generate {
             action: "sign the certificate",
-            source,
+            cause,
         })?;
     verify_issued(&ca, ca_der, cert.der().clone())?;
 
@@ -448,16 +448,16 @@ fn dns_san(what: &'static str, value: &str) -> Result<SanType, CertError> {
 }
 
 fn read_to_string(path: &Path) -> Result<String, CertError> {
-    fs::read_to_string(path).map_err(|source| CertError::Read {
+    fs::read_to_string(path).map_err(|cause| CertError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
 fn create_dir(dir: &Path) -> Result<(), CertError> {
-    fs::create_dir_all(dir).map_err(|source| CertError::Write {
+    fs::create_dir_all(dir).map_err(|cause| CertError::Write {
         path: dir.to_path_buf(),
-        source,
+        cause,
     })
 }
 
@@ -472,9 +472,9 @@ fn create_dir_for(file: &Path) -> Result<(), CertError> {
 /// renames it over `path`, so a reader never sees a half-written file.
 fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertError> {
     use std::io::Write;
-    let err = |source| CertError::Write {
+    let err = |cause| CertError::Write {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".tmp{}", std::process::id()));

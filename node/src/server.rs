@@ -287,6 +287,17 @@ async fn serve_batch(
     use futures_util::stream::{FuturesUnordered, StreamExt};
 
     let max_frame = node.limits.max_frame_bytes();
+    if items.is_empty() {
+        bump(&node.counters.bad_frames);
+        let refused = Response::Error(WireError::new(
+            ErrorCode::InvalidRequest,
+            "an empty batch: nothing to answer",
+        ));
+        if let Ok(frame) = codec::encode_frame(&refused, max_frame) {
+            let _ = write_frame(send, &frame).await;
+        }
+        return;
+    }
     if items.len() > MAX_BATCH {
         bump(&node.counters.bad_frames);
         let refused = Response::Error(WireError::new(

@@ -35,8 +35,8 @@ use dynakv_common::net::transport_config;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: io::Error },
     /// A file does not hold what it should.
     #[error("{path} is not a valid {what}: {detail}")]
     BadFile {
@@ -45,29 +45,37 @@ pub enum TlsError {
         detail: String,
     },
     /// The certificate and the private key do not belong together.
-    #[error("the private key in {key} does not belong to the certificate in {cert}: {source}")]
+    #[error("the private key in {key} does not belong to the certificate in {cert}: {cause}")]
     KeyMismatch {
         cert: PathBuf,
         key: PathBuf,
-        source: rustls::Error,
+        cause: rustls::Error,
     },
     /// rustls refused to build a configuration.
-    #[error("cannot build the TLS {side} configuration: {source}")]
+    #[error("cannot build the TLS {side} configuration: {cause}")]
     Config {
         side: &'static str,
-        source: rustls::Error,
+        cause: rustls::Error,
     },
     /// The client-certificate verifier could not be built from the CA.
-    #[error("cannot verify client certificates with the CA in {ca}: {source}")]
+    #[error("cannot verify client certificates with the CA in {ca}: {cause}")]
     Verifier {
         ca: PathBuf,
-        source: rustls::server::VerifierBuilderError,
+        cause: rustls::server::VerifierBuilderError,
+    },
+    /// The node's own certificate does not verify under the cluster CA (issued by another
+    /// CA, expired, or not for client authentication): its peers would refuse it.
+    #[error("the certificate in {cert} is not valid under the cluster CA in {ca}: {cause} (was it issued by another CA?)")]
+    NotIssuedByCa {
+        cert: PathBuf,
+        ca: PathBuf,
+        cause: rustls::Error,
     },
     /// The rustls configuration is not usable for QUIC.
-    #[error("the TLS {side} configuration is not usable for QUIC: {source}")]
+    #[error("the TLS {side} configuration is not usable for QUIC: {cause}")]
     Quic {
         side: &'static str,
-        source: NoInitialCipherSuite,
+        cause: NoInitialCipherSuite,
     },
 }
 
@@ -91,19 +99,53 @@ impl NodeTls {
         let chain = load_certs(cert_pem)?;
         let key = load_key(key_pem)?;
         rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
-            |source| TlsError::KeyMismatch {
+            |cause| TlsError::KeyMismatch {
                 cert: cert_pem.to_path_buf(),
                 key: key_pem.to_path_buf(),
-                source,
+                cause,
             },
         )?;
-        Ok(NodeTls {
+        let tls = NodeTls {
             ca_path: ca_pem.to_path_buf(),
             provider,
             roots: Arc::new(roots),
             chain,
             key,
-        })
+        };
+        tls.check_own_certificate(cert_pem)?;
+        Ok(tls)
+    }
+
+    /// Checks the node's certificate as its peers will when it dials them (as a client
+    /// certificate of the cluster CA), so a node given a certificate from another CA
+    /// fails at start with a clear error instead of running and being refused by every
+    /// peer.
+    fn check_own_certificate(&self, cert_pem: &Path) -> Result<(), TlsError> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|cause| TlsError::Verifier {
+            ca: self.ca_path.clone(),
+            cause,
+        })?;
+        let (end_entity, intermediates) = self
+            .chain
+            .split_first()
+            .ok_or_else(|| bad(cert_pem, "certificate", "no certificate in the file"))?;
+        verifier
+            .verify_client_cert(
+                end_entity,
+                intermediates,
+                rustls::pki_types::UnixTime::now(),
+            )
+            .map_err(|cause| TlsError::NotIssuedByCa {
+                cert: cert_pem.to_path_buf(),
+                ca: self.ca_path.clone(),
+                cause,
+            })?;
+        Ok(())
     }
 
     /// The configuration of the node's QUIC server: TLS 1.3, ALPN `alpn`, and a client
@@ -114,13 +156,13 @@ impl NodeTls {
             self.provider.clone(),
         )
         .build()
-        .map_err(|source| TlsError::Verifier {
+        .map_err(|cause| TlsError::Verifier {
             ca: self.ca_path.clone(),
-            source,
+            cause,
         })?;
-        let config_err = |source| TlsError::Config {
+        let config_err = |cause| TlsError::Config {
             side: "server",
-            source,
+            cause,
         };
         let mut tls = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -129,9 +171,9 @@ impl NodeTls {
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(config_err)?;
         tls.alpn_protocols = vec![alpn.to_vec()];
-        let quic = QuicServerConfig::try_from(tls).map_err(|source| TlsError::Quic {
+        let quic = QuicServerConfig::try_from(tls).map_err(|cause| TlsError::Quic {
             side: "server",
-            source,
+            cause,
         })?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
         config.transport_config(Arc::new(transport_config()));
@@ -142,9 +184,9 @@ impl NodeTls {
     /// CA is trusted, and the node certificate is presented as client certificate.
     /// Connect with the peer's node id as server name.
     pub fn client_config(&self, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
-        let config_err = |source| TlsError::Config {
+        let config_err = |cause| TlsError::Config {
             side: "client",
-            source,
+            cause,
         };
         let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -153,9 +195,9 @@ impl NodeTls {
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(config_err)?;
         tls.alpn_protocols = vec![alpn.to_vec()];
-        let quic = QuicClientConfig::try_from(tls).map_err(|source| TlsError::Quic {
+        let quic = QuicClientConfig::try_from(tls).map_err(|cause| TlsError::Quic {
             side: "client",
-            source,
+            cause,
         })?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         config.transport_config(Arc::new(transport_config()));
@@ -164,9 +206,9 @@ impl NodeTls {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read {
+    fs::read(path).map_err(|cause| TlsError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
@@ -407,5 +449,16 @@ mod tests {
         let other_key = s.dir.path().join("n2").join("node.key.pem");
         let err = NodeTls::load(&d.join("ca.pem"), &d.join("node.pem"), &other_key).unwrap_err();
         assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+
+        // A certificate (and its key) from another cluster's CA.
+        let foreign = s.other.path().join("n1");
+        let err = NodeTls::load(
+            &d.join("ca.pem"),
+            &foreign.join("node.pem"),
+            &foreign.join("node.key.pem"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, TlsError::NotIssuedByCa { .. }), "{err}");
+        assert!(err.to_string().contains("another CA"), "{err}");
     }
 }

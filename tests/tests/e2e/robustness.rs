@@ -500,6 +500,12 @@ async fn a_batch_is_answered_item_by_item_and_authorised_item_by_item() -> anyho
         matches!(&huge[..], [Response::Error(e)] if e.code == ErrorCode::TooLarge),
         "{huge:?}"
     );
+    // An empty batch is answered too, not left to end without a word.
+    let empty = ask(Request::Batch(Vec::new())).await?;
+    assert!(
+        matches!(&empty[..], [Response::Error(e)] if e.code == ErrorCode::InvalidRequest),
+        "{empty:?}"
+    );
     Ok(())
 }
 
