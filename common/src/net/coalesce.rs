@@ -63,7 +63,7 @@ impl Coalescer {
         req: Request,
         timeout: Duration,
     ) -> Result<Exchange, ConnError> {
-        let addr = conn.remote_address().to_string();
+        let addr = super::remote_addr(&conn);
         let size = postcard::experimental::serialized_size(&req).unwrap_or(usize::MAX / 4);
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
@@ -177,7 +177,7 @@ async fn send(mut batch: Vec<Queued>, max_frame: usize) {
         return;
     }
     let conn = batch[0].conn.clone();
-    let addr = conn.remote_address().to_string();
+    let addr = super::remote_addr(&conn);
     let mut replies: Vec<Option<oneshot::Sender<Result<Exchange, ConnError>>>> = Vec::new();
     let mut requests = Vec::with_capacity(batch.len());
     for q in batch {

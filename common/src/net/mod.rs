@@ -230,9 +230,7 @@ pub async fn request_sized(
     max_frame: usize,
     timeout: Duration,
 ) -> Result<Exchange, ConnError> {
-    // Show IPv4 peers as IPv4 even on a dual-stack socket.
-    let remote = conn.remote_address();
-    let addr = std::net::SocketAddr::new(remote.ip().to_canonical(), remote.port()).to_string();
+    let addr = remote_addr(conn);
     let work = async {
         let frame = codec::encode_frame(req, max_frame).map_err(|e| ConnError::Protocol {
             addr: addr.clone(),
@@ -284,6 +282,13 @@ pub async fn request_sized(
         Ok(result) => result,
         Err(_) => Err(ConnError::Timeout { addr, timeout }),
     }
+}
+
+/// The address of `conn`'s peer for messages: IPv4 peers as IPv4 even on a dual-stack
+/// socket (`127.0.0.1:7001`, not `[::ffff:127.0.0.1]:7001`).
+pub(crate) fn remote_addr(conn: &quinn::Connection) -> String {
+    let remote = conn.remote_address();
+    std::net::SocketAddr::new(remote.ip().to_canonical(), remote.port()).to_string()
 }
 
 /// Why no request sent on `conn` was processed, when its close proves it: the node
