@@ -222,7 +222,7 @@ pub struct Client {
 enum Attempt {
     /// The request is answered, or failed in a way another node cannot help with.
     Done(Result<Response, ClientError>),
-    /// Nothing was done (refused unread, or never delivered; or a read that failed):
+    /// Nothing was done (refused unprocessed, or never delivered; or a read that failed):
     /// try the next node. Carries why, for the error if none can take it.
     Next(String),
 }
@@ -231,7 +231,7 @@ enum Attempt {
 /// retrying a write that may have been applied could store it twice, as a sibling.
 fn judge(outcome: Result<Response, ConnError>, is_write: bool) -> Attempt {
     match outcome {
-        // Refused before being read (overloaded, shutting down): nothing was done, so
+        // Refused unprocessed (overloaded, shutting down): nothing was done, so
         // any request may go to the next node.
         Ok(Response::Error(e)) if e.code == ErrorCode::Unavailable => Attempt::Next(e.message),
         Ok(Response::Error(e)) => Attempt::Done(Err(ClientError::Server(e))),

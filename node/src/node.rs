@@ -256,14 +256,18 @@ impl NodeHandle {
             let peers = self.state.peer_in_flight.acquire_many(all).await;
             (clients, peers)
         };
-        let drained = tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_ok();
+        // The permits stay taken until the endpoint is closed: a request read meanwhile
+        // finds none and is refused unprocessed, so "drained" stays true of every request
+        // the close cuts off (clients retry those on another node).
+        let permits = tokio::time::timeout(SHUTDOWN_DRAIN, drain).await;
         while self.tasks.join_next().await.is_some() {}
-        let code = if drained {
+        let code = if permits.is_ok() {
             CLOSE_DRAINED
         } else {
             CLOSE_ABORTED
         };
         self.endpoint.close(code.into(), b"node shutting down");
+        drop(permits);
         // With the endpoint closed, connection loops end and outgoing requests fail fast:
         // what remains of fan-outs and read repairs finishes quickly.
         self.state.peers.close();

@@ -156,16 +156,22 @@ async fn serve_stream(
         Role::Node => &node.peer_in_flight,
         Role::Client | Role::Admin => &node.in_flight,
     };
-    // Held until the answer is sent. A shutdown drains by taking every permit, so a
-    // request read after that is refused here.
-    let Ok(_permit) = pool.clone().try_acquire_owned() else {
-        let why = if stopping() {
-            SHUTTING_DOWN
-        } else {
-            bump(&node.counters.overload_refusals);
-            OVERLOADED
-        };
-        if let Ok(frame) = codec::encode_frame(&refuse(why), max_frame) {
+    // Held until the answer is sent. A shutdown sets `stopping`, then takes every permit
+    // and holds them until the endpoint is closed ("drained": whatever was pending was
+    // not processed, and clients retry it elsewhere). So `stopping` is checked after the
+    // permit is taken: a request that got its permit before the drain began is served
+    // (the drain waits for it), any other is refused here, unprocessed.
+    let permit = pool.clone().try_acquire_owned();
+    let refused = if stopping() {
+        Some(SHUTTING_DOWN)
+    } else if permit.is_err() {
+        bump(&node.counters.overload_refusals);
+        Some(OVERLOADED)
+    } else {
+        None
+    };
+    let (Ok(_permit), None) = (permit, refused) else {
+        if let Ok(frame) = codec::encode_frame(&refuse(refused.unwrap_or(OVERLOADED)), max_frame) {
             take_end(&mut recv);
             let _ = write_frame(&mut send, &frame).await;
         }

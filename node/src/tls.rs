@@ -65,7 +65,7 @@ pub enum TlsError {
     },
     /// The node's own certificate does not verify under the cluster CA (issued by another
     /// CA, expired, or not for client authentication): its peers would refuse it.
-    #[error("the certificate in {cert} is not valid under the cluster CA in {ca}: {cause} (was it issued by another CA?)")]
+    #[error("the certificate in {cert} is not valid under the cluster CA in {ca}: {cause} (issued by another CA, expired, or not for client authentication? During a CA rotation, list both CAs in the CA file)")]
     NotIssuedByCa {
         cert: PathBuf,
         ca: PathBuf,
@@ -460,5 +460,16 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, TlsError::NotIssuedByCa { .. }), "{err}");
         assert!(err.to_string().contains("another CA"), "{err}");
+        // The cluster's CA and another in one file (a CA rotation): the node starts.
+        let both = s.dir.path().join("both-cas.pem");
+        let mut pem = fs::read(d.join("ca.pem")).unwrap();
+        pem.extend(fs::read(s.other.path().join("n1").join("ca.pem")).unwrap());
+        fs::write(&both, pem).unwrap();
+        NodeTls::load(
+            &both,
+            &foreign.join("node.pem"),
+            &foreign.join("node.key.pem"),
+        )
+        .unwrap();
     }
 }

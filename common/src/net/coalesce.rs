@@ -215,9 +215,9 @@ async fn send(mut batch: Vec<Queued>, max_frame: usize) {
             }
         };
         // A node that refuses the batch before reading all of it (larger than its frame
-        // limit, or over its in-flight limit) stops the stream and answers the whole
-        // batch at once: read on, so callers get that answer rather than the write's
-        // "stopped by peer". The node answers or finishes its side at once.
+        // limit, or shutting down) stops the stream and answers the whole batch at once:
+        // read on, so callers get that answer rather than the write's "stopped by peer".
+        // The node answers or finishes its side at once.
         let write_error = super::write_frame(&mut tx, &frame)
             .await
             .err()
@@ -235,7 +235,7 @@ async fn send(mut batch: Vec<Queued>, max_frame: usize) {
                         }));
                     }
                 }
-                // The whole batch was answered at once (refused unread, or too large).
+                // The whole batch was answered at once (refused unprocessed, or too large).
                 Ok(Some((response, received))) => {
                     for reply in replies.iter_mut().filter_map(Option::take) {
                         let _ = reply.send(Ok(Exchange {

@@ -242,7 +242,7 @@ pub async fn request_sized(
         })?;
         if let Err(e) = write_frame(&mut send, &frame).await {
             // A node that refuses a request before reading all of it (larger than its
-            // frame limit, or over its in-flight limit) stops the stream and says why;
+            // frame limit, or shutting down) stops the stream and says why;
             // that answer is the error to report, not "stopped by peer". The node
             // answers or finishes its side at once, so this read does not linger.
             if let Ok(Some((response, received))) =

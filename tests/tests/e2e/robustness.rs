@@ -61,15 +61,16 @@ async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<(
         other => panic!("expected TooLarge, got {other:?}"),
     }
     // Past the node's frame limit (16 siblings' worth of its value limit) the node stops
-    // reading the request and answers why; the client reports that answer, batched or
-    // not, instead of the stream the node stopped ("may or may not have been applied").
-    // 4 MiB is more than QUIC lets a client send before the node reads, so the client is
-    // still writing when the node stops the stream.
+    // reading the request and answers why; the client reports that answer instead of the
+    // stream the node stopped ("may or may not have been applied"). 4 MiB is more than
+    // QUIC lets a client send before the node reads, so the client is still writing when
+    // the node stops the stream. A batching client sends a request this large on its own
+    // stream too; both kinds of client are checked as users run them.
     for coalesce in [true, false] {
         let mut opts = opts.clone();
         opts.coalesce = coalesce;
-        let unbatched = Client::connect(opts).await?;
-        let err = unbatched
+        let client = Client::connect(opts).await?;
+        let err = client
             .put(b"huge", vec![7u8; 4 << 20], WriteOptions::default())
             .await
             .expect_err("a 4 MiB value past the node's frame limit must be refused");
