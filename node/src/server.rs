@@ -161,21 +161,23 @@ async fn serve_stream(
     // not processed, and clients retry it elsewhere). So `stopping` is checked after the
     // permit is taken: a request that got its permit before the drain began is served
     // (the drain waits for it), any other is refused here, unprocessed.
-    let permit = pool.clone().try_acquire_owned();
-    let refused = if stopping() {
-        Some(SHUTTING_DOWN)
-    } else if permit.is_err() {
-        bump(&node.counters.overload_refusals);
-        Some(OVERLOADED)
-    } else {
-        None
-    };
-    let (Ok(_permit), None) = (permit, refused) else {
-        if let Ok(frame) = codec::encode_frame(&refuse(refused.unwrap_or(OVERLOADED)), max_frame) {
-            take_end(&mut recv);
-            let _ = write_frame(&mut send, &frame).await;
+    // (A tuple is evaluated left to right: the permit first, then `stopping`.)
+    let _permit = match (pool.clone().try_acquire_owned(), stopping()) {
+        (Ok(permit), false) => permit,
+        (permit, shutting_down) => {
+            let why = if shutting_down {
+                SHUTTING_DOWN
+            } else {
+                bump(&node.counters.overload_refusals);
+                OVERLOADED
+            };
+            drop(permit);
+            if let Ok(frame) = codec::encode_frame(&refuse(why), max_frame) {
+                take_end(&mut recv);
+                let _ = write_frame(&mut send, &frame).await;
+            }
+            return;
         }
-        return;
     };
     let mut fate = Incoming::Serve;
     if node.faults.is_active() && role == Role::Node {

@@ -121,15 +121,8 @@ impl NodeTls {
     /// fails at start with a clear error instead of running and being refused by every
     /// peer.
     fn check_own_certificate(&self, cert_pem: &Path) -> Result<(), TlsError> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            self.roots.clone(),
-            self.provider.clone(),
-        )
-        .build()
-        .map_err(|cause| TlsError::Verifier {
-            ca: self.ca_path.clone(),
-            cause,
-        })?;
+        let verifier = self.client_verifier()?;
+        // `load_certs` refuses a file without a certificate, so the chain has one.
         let (end_entity, intermediates) = self
             .chain
             .split_first()
@@ -148,10 +141,12 @@ impl NodeTls {
         Ok(())
     }
 
-    /// The configuration of the node's QUIC server: TLS 1.3, ALPN `alpn`, and a client
-    /// certificate issued by the cluster CA is required and verified.
-    pub fn server_config(&self, alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+    /// How this node checks a client certificate (a peer's or a client's): issued by the
+    /// cluster CA. Also what [`NodeTls::check_own_certificate`] holds its own to.
+    fn client_verifier(
+        &self,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+        rustls::server::WebPkiClientVerifier::builder_with_provider(
             self.roots.clone(),
             self.provider.clone(),
         )
@@ -159,7 +154,13 @@ impl NodeTls {
         .map_err(|cause| TlsError::Verifier {
             ca: self.ca_path.clone(),
             cause,
-        })?;
+        })
+    }
+
+    /// The configuration of the node's QUIC server: TLS 1.3, ALPN `alpn`, and a client
+    /// certificate issued by the cluster CA is required and verified.
+    pub fn server_config(&self, alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
+        let verifier = self.client_verifier()?;
         let config_err = |cause| TlsError::Config {
             side: "server",
             cause,
