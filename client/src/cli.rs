@@ -13,15 +13,11 @@ use crate::show::{human_bytes, json_bytes};
 use crate::{Client, ClientOptions, ReadOptions, WriteOptions};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use dynakv_common::limits::Limits;
+use dynakv_common::limits::{Limits, LARGEST_MAX_KEY_BYTES, LARGEST_MAX_VALUE_BYTES};
 use dynakv_common::quorum::Quorum;
 use dynakv_common::replication::QuorumMode;
 use dynakv_common::wire::ReadRepair;
 
-/// Largest key the CLI sends; a node's own limit (default 1 KiB) applies after that.
-const CLI_MAX_KEY_BYTES: usize = 64 * 1024;
-/// Largest value the CLI sends: the most a node can be configured to accept.
-const CLI_MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
 use dynakv_common::version::decode_context;
 use serde_json::json;
 
@@ -315,8 +311,8 @@ async fn connect_with(
     // The nodes enforce their own (configurable) limits and say which; the CLI only
     // refuses what no node could accept.
     opts.limits = Limits {
-        max_key_bytes: CLI_MAX_KEY_BYTES,
-        max_value_bytes: CLI_MAX_VALUE_BYTES,
+        max_key_bytes: LARGEST_MAX_KEY_BYTES,
+        max_value_bytes: LARGEST_MAX_VALUE_BYTES,
     };
     opts.coalesce = coalesce;
     Ok(Client::connect(opts).await?)

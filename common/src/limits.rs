@@ -12,6 +12,11 @@ use crate::Error;
 pub const DEFAULT_MAX_KEY_BYTES: usize = 1024;
 /// Default largest value: 1 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// The most a node's `max_key_bytes` may be set to (as Cassandra's key limit): what a
+/// client may send to a node it does not know the configuration of.
+pub const LARGEST_MAX_KEY_BYTES: usize = 64 * 1024;
+/// The most a node's `max_value_bytes` may be set to.
+pub const LARGEST_MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
 /// Room for everything in a frame besides values: keys, clocks, dots, framing.
 const FRAME_OVERHEAD_BYTES: usize = 1024 * 1024;
 /// A replica state may carry several siblings; a frame fits this many full-size values.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dynakv_common::limits::Limits;
+use dynakv_common::limits::{Limits, LARGEST_MAX_KEY_BYTES, LARGEST_MAX_VALUE_BYTES};
 use dynakv_common::ring::{DEFAULT_PARTITIONS, DEFAULT_REPLICAS};
 use dynakv_common::NodeId;
 use serde::{Deserialize, Serialize};
@@ -285,8 +285,17 @@ impl NodeConfig {
                 "max_key_bytes and max_value_bytes must be positive".into(),
             ));
         }
-        if self.max_value_bytes > 64 * 1024 * 1024 {
-            return Err(ConfigError("max_value_bytes must be at most 64 MiB".into()));
+        if self.max_key_bytes > LARGEST_MAX_KEY_BYTES {
+            return Err(ConfigError(format!(
+                "max_key_bytes is {} but must be at most {LARGEST_MAX_KEY_BYTES} (64 KiB)",
+                self.max_key_bytes
+            )));
+        }
+        if self.max_value_bytes > LARGEST_MAX_VALUE_BYTES {
+            return Err(ConfigError(format!(
+                "max_value_bytes is {} but must be at most {LARGEST_MAX_VALUE_BYTES} (64 MiB)",
+                self.max_value_bytes
+            )));
         }
         if self.request_timeout_ms == 0 || self.heartbeat_interval_ms == 0 {
             return Err(ConfigError(
@@ -452,6 +461,23 @@ mod tests {
         let mut c = base();
         c.id = "Bad Id".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn key_and_value_limits_stop_where_clients_stop() {
+        // A client sends keys and values up to these without knowing a node's config,
+        // so a node may not promise more.
+        let mut c = base();
+        c.max_key_bytes = LARGEST_MAX_KEY_BYTES;
+        c.max_value_bytes = LARGEST_MAX_VALUE_BYTES;
+        c.validate().unwrap();
+        c.max_key_bytes = LARGEST_MAX_KEY_BYTES + 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("max_key_bytes is 65537"), "{e}");
+        let mut c = base();
+        c.max_value_bytes = LARGEST_MAX_VALUE_BYTES + 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("max_value_bytes is 67108865"), "{e}");
     }
 
     #[test]
