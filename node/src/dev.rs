@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use dynakv_client::settings::DEFAULT_CONFIG_PATH;
 use dynakv_client::{Client, ClientOptions};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
@@ -212,14 +213,24 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "dynakv".to_string());
+    // The CLI finds ./dynakv-dev/client.toml on its own; any other directory it is told.
+    let client_config = opts.dir.join(CLIENT_CONFIG);
+    let (cli, from) = if std::path::absolute(&client_config).ok()
+        == std::path::absolute(DEFAULT_CONFIG_PATH).ok()
+    {
+        (cli, "From this directory, try")
+    } else {
+        let config = std::path::absolute(&client_config).unwrap_or(client_config);
+        (format!("{cli} --config {}", config.display()), "Try")
+    };
     match ready {
         Some(Ok(())) => println!(
             "\ndynakv dev cluster is up: {} nodes, N={}.\n\
-             From this directory, try:\n\
+             {from}:\n\
              \x20 {cli} put cart:1 apples\n\
              \x20 {cli} get cart:1\n\
              \x20 {cli} status\n\
-             (the CLI reads {dir}/{CLIENT_CONFIG}). Ctrl-C stops the cluster.",
+             (the CLI reads {dir}/{CLIENT_CONFIG}). Ctrl-C stops the nodes started here.",
             opts.nodes, opts.replicas
         ),
         Some(Err(e)) => eprintln!("warning: the cluster is not fully up yet: {e:#}"),

@@ -204,9 +204,14 @@ async fn serve_stream(
         Err(FrameError::TooLarge(e)) => {
             bump(&node.counters.bad_frames);
             let _ = recv.stop(0u32.into());
+            // The value cannot be read out of a frame this size, so say the value limit
+            // too: that is the one the sender can act on.
             Response::Error(WireError::new(
                 ErrorCode::TooLarge,
-                format!("request refused: {e}"),
+                format!(
+                    "request refused: {e} (this node takes values of at most {} bytes)",
+                    node.limits.max_value_bytes
+                ),
             ))
         }
         Err(FrameError::Malformed(why)) => {

@@ -81,6 +81,12 @@ async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<(
             other => panic!("coalesce {coalesce}: expected TooLarge, got {other:?}"),
         }
         assert!(err.to_string().contains("larger than"), "{err}");
+        // The frame's size means little to a user; the value limit is named too.
+        assert!(
+            err.to_string()
+                .contains("this node takes values of at most 4096 bytes"),
+            "{err}"
+        );
     }
     let err = client
         .get(&vec![b'k'; 2048], ReadOptions::default())
