@@ -24,8 +24,12 @@ use rustls::RootCertStore;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {cause}")]
-    Read { path: PathBuf, cause: io::Error },
+    #[error("cannot read the {what} {path}: {cause}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        cause: io::Error,
+    },
     /// A file does not hold what it should.
     #[error("{origin} is not a valid {what}: {detail}")]
     BadPem {
@@ -56,9 +60,9 @@ pub fn client_config(
     key_pem: &Path,
     alpn: &[u8],
 ) -> Result<quinn::ClientConfig, TlsError> {
-    let ca = read(ca_pem)?;
-    let cert = read(cert_pem)?;
-    let key = read(key_pem)?;
+    let ca = read(ca_pem, "cluster CA certificate (--ca)")?;
+    let cert = read(cert_pem, "client certificate (--cert)")?;
+    let key = read(key_pem, "client private key (--key)")?;
     build(
         Pem::new(&ca, ca_pem.display().to_string()),
         Pem::new(&cert, cert_pem.display().to_string()),
@@ -122,8 +126,9 @@ impl<'a> Pem<'a> {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
     fs::read(path).map_err(|cause| TlsError::Read {
+        what,
         path: path.to_path_buf(),
         cause,
     })
@@ -174,7 +179,8 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, TlsError::Read { .. }), "{err}");
         assert!(
-            err.to_string().contains("/nonexistent/dynakv/ca.pem"),
+            err.to_string()
+                .contains("the cluster CA certificate (--ca) /nonexistent/dynakv/ca.pem"),
             "{err}"
         );
     }

@@ -46,7 +46,8 @@ pub struct NodeConfig {
     /// A peer that has not answered for this long is considered down, in milliseconds.
     pub failure_timeout_ms: u64,
     /// After a read's answer, how long the coordinator keeps listening for the remaining
-    /// replicas to repair the ones that are behind, in milliseconds (0 disables read repair).
+    /// replicas to repair the ones that are behind, in milliseconds (0: no asynchronous
+    /// repair; a read that finds replicas disagreeing among its R answers still repairs them).
     pub read_repair_window_ms: u64,
     /// Largest key in bytes.
     pub max_key_bytes: usize,
@@ -58,9 +59,11 @@ pub struct NodeConfig {
     /// for a small node and avoids threads waking each other for every request; more
     /// (a work-stealing pool) help a node with many cores.
     pub worker_threads: usize,
-    /// Where storage work and group-commit fsyncs run: `inline` (on the event loop; no
-    /// thread wake-ups per write; right for SSDs and fast fsync) or `threads` (a
-    /// blocking pool and a syncer thread; the event loop never waits for a slow disk).
+    /// Where storage work and group-commit fsyncs run: `inline` (engine calls on the
+    /// event loop, fsyncs on a syncer thread; right for SSDs and fast fsync), `threads`
+    /// (engine calls on a blocking pool too; the event loop never waits for a slow disk)
+    /// or `inline-sync` (fsyncs on the event loop too: fewer wake-ups, but reads wait
+    /// behind each fsync).
     pub storage_io: StorageIo,
     /// Under concurrent writes, how long (µs) the group commit waits for more writes to
     /// share an fsync. Longer: fewer fsyncs and more throughput, more latency per write.

@@ -35,8 +35,12 @@ use dynakv_common::net::transport_config;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {cause}")]
-    Read { path: PathBuf, cause: io::Error },
+    #[error("cannot read the {what} {path}: {cause}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        cause: io::Error,
+    },
     /// A file does not hold what it should.
     #[error("{path} is not a valid {what}: {detail}")]
     BadFile {
@@ -96,7 +100,7 @@ impl NodeTls {
     pub fn load(ca_pem: &Path, cert_pem: &Path, key_pem: &Path) -> Result<NodeTls, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = load_roots(ca_pem)?;
-        let chain = load_certs(cert_pem)?;
+        let chain = load_certs(cert_pem, "node certificate")?;
         let key = load_key(key_pem)?;
         rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
             |cause| TlsError::KeyMismatch {
@@ -206,8 +210,9 @@ impl NodeTls {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
     fs::read(path).map_err(|cause| TlsError::Read {
+        what,
         path: path.to_path_buf(),
         cause,
     })
@@ -221,8 +226,8 @@ fn bad(path: &Path, what: &'static str, detail: impl ToString) -> TlsError {
     }
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
+fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path, what)?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(path, "PEM certificate file", e))?;
@@ -238,7 +243,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(path)? {
+    for cert in load_certs(path, "cluster CA certificate")? {
         roots
             .add(cert)
             .map_err(|e| bad(path, "CA certificate", e))?;
@@ -247,7 +252,7 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
+    let pem = read(path, "node private key")?;
     match rustls_pemfile::private_key(&mut pem.as_slice()) {
         Ok(Some(key)) => Ok(key),
         Ok(None) => Err(bad(
@@ -429,6 +434,7 @@ mod tests {
         let missing = d.join("nope.pem");
         let err = NodeTls::load(&d.join("ca.pem"), &missing, &d.join("node.key.pem")).unwrap_err();
         assert!(matches!(err, TlsError::Read { .. }), "{err}");
+        assert!(err.to_string().contains("the node certificate"), "{err}");
         assert!(err.to_string().contains("nope.pem"), "{err}");
 
         // A key file given as certificate: no certificate in it.
