@@ -11,6 +11,9 @@ pub enum Error {
         value: String,
         n: usize,
     },
+    /// R or W was not `one`, `quorum`, `all` or a positive number (N not yet known).
+    #[error("invalid quorum {value:?} (expected one, quorum, all or a number from 1 to N, the replicas per key)")]
+    UnparsableQuorum { value: String },
     /// The ring parameters make no sense.
     #[error("invalid ring: {reason}")]
     InvalidRing { reason: String },

@@ -70,10 +70,8 @@ impl FromStr for Quorum {
                 .ok()
                 .filter(|c| *c > 0)
                 .map(Quorum::Count)
-                .ok_or_else(|| Error::InvalidQuorum {
-                    what: "quorum",
+                .ok_or_else(|| Error::UnparsableQuorum {
                     value: s.to_string(),
-                    n: 255,
                 }),
         }
     }
@@ -201,7 +199,8 @@ mod tests {
         assert_eq!("QUORUM".parse::<Quorum>().unwrap(), Quorum::Quorum);
         assert_eq!("all".parse::<Quorum>().unwrap(), Quorum::All);
         assert_eq!("2".parse::<Quorum>().unwrap(), Quorum::Count(2));
-        assert!("0".parse::<Quorum>().is_err());
+        let zero = "0".parse::<Quorum>().unwrap_err().to_string();
+        assert!(zero.contains("a number from 1 to N"), "{zero}");
         assert!("most".parse::<Quorum>().is_err());
         assert!("-1".parse::<Quorum>().is_err());
     }
