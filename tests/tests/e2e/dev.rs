@@ -91,3 +91,56 @@ async fn dev_cluster_serves_the_cli_with_no_flags() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_in_another_directory_prints_commands_that_work_from_anywhere() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let elsewhere = tempfile::tempdir()?;
+    let base = free_port_run(3);
+    let cluster_dir = dir.path().join("cluster");
+    let mut dev = Command::new(node_binary())
+        .args(["dev", "--base-port", &base.to_string(), "--dir"])
+        .arg(&cluster_dir)
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = dev.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let result = async {
+        // The hint dev prints once the cluster is up, run as printed from another
+        // directory (where no ./dynakv-dev/client.toml could help).
+        let mut seen = Vec::new();
+        let hint = eventually(Duration::from_secs(60), "dev prints how to put", || {
+            seen.extend(lines_rx.try_iter());
+            let hint = seen
+                .iter()
+                .find(|l| l.trim_end().ends_with("put cart:1 apples"))
+                .cloned();
+            async move { hint }
+        })
+        .await?;
+        let words: Vec<&str> = hint.split_whitespace().collect();
+        let out = Command::new(words[0])
+            .args(&words[1..])
+            .current_dir(elsewhere.path())
+            .env_remove("DYNAKV_NODES")
+            .env_remove("DYNAKV_CONFIG")
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{hint:?} from another directory: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+    .await;
+    let stopped = terminate(&mut dev, "dev cluster").await;
+    result?;
+    stopped
+}
