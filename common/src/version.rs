@@ -214,10 +214,20 @@ impl Versioned {
     /// (`context[actor] < c < dot.counter`) is still a live sibling the client has not
     /// seen, the own dot is left out: the client's next write then keeps its previous value
     /// as a sibling, which is safe, instead of dropping someone else's.
+    ///
+    /// An unseen tombstone does not count: it holds no value to lose, only the delete of
+    /// values it already replaced, and the clock keeps its dot whether or not the sibling
+    /// stays. Counting it would leave a key written blindly after a delete (the delete's
+    /// tombstone then stays beside the new value until reaped) returning contexts that
+    /// never cover the client's own writes, so every write through them would add a
+    /// sibling, and a delete with them would miss the value it meant to remove.
     pub fn write_context(&self, context: &Clock, dot: &Dot<Actor>) -> Clock {
         let seen = context.get(&dot.actor);
         let unseen_gap = self.siblings.iter().any(|s| {
-            s.dot.actor == dot.actor && s.dot.counter > seen && s.dot.counter < dot.counter
+            !s.is_tombstone()
+                && s.dot.actor == dot.actor
+                && s.dot.counter > seen
+                && s.dot.counter < dot.counter
         });
         let mut out = context.clone();
         if !unseen_gap {

@@ -140,6 +140,31 @@ fn write_context_leaves_out_the_own_dot_when_it_would_cover_an_unseen_one() {
 }
 
 #[test]
+fn writes_after_a_delete_keep_one_value_when_their_contexts_are_passed_back() {
+    let a = actor("a");
+    let mut state = Versioned::new();
+    state.update(&Clock::new(), &a, Some(b"old".to_vec()), 1);
+    let read = state.clock().clone();
+    state.update(&read, &a, None, 2); // the delete: a tombstone (a,2)
+                                      // Blind writes (the client never read the key again), each passing back the
+                                      // context the previous one returned.
+    let mut ctx = Clock::new();
+    for (i, v) in [&b"v1"[..], b"v2", b"v3"].into_iter().enumerate() {
+        let dot = state.update(&ctx, &a, Some(v.to_vec()), 3 + i as u64);
+        ctx = state.write_context(&ctx, &dot);
+        assert_eq!(ctx.get(&a), dot.counter, "the context covers the own write");
+        assert_eq!(
+            state.live_values(),
+            vec![v],
+            "one value after writing {v:?}"
+        );
+    }
+    // A delete with the last context removes the value it names.
+    state.update(&ctx, &a, None, 9);
+    assert!(state.live_values().is_empty(), "{:?}", state.siblings());
+}
+
+#[test]
 fn after_a_reap_an_old_context_cannot_cover_a_new_write() {
     // A key written and deleted; the client kept the context of its last read.
     let a = actor("a");
@@ -344,28 +369,35 @@ proptest! {
     /// `write_context`) never make another client's write disappear unless a context they
     /// were given covered it — i.e. no lost update through returned write contexts.
     #[test]
-    fn returned_write_contexts_never_drop_unseen_writes(ops in prop::collection::vec((0..3usize, 0..3usize, any::<bool>()), 1..40)) {
+    fn returned_write_contexts_never_drop_unseen_writes(ops in prop::collection::vec((0..3usize, 0..3usize, any::<bool>(), any::<bool>()), 1..40)) {
         let actors = [actor("a"), actor("b"), actor("c")];
         let mut replicas = vec![Versioned::new(); 3];
         // Each of 3 clients holds the context it was last given.
         let mut sessions = vec![Clock::new(); 3];
         let mut writes: Vec<(usize, Dot<Actor>)> = Vec::new();
-        for (i, &(client, via, sync)) in ops.iter().enumerate() {
+        // Deletes too: a tombstone may be superseded by a write that never saw it (it
+        // holds no value), a value never may.
+        let mut values = Vec::new();
+        for (i, &(client, via, sync, delete)) in ops.iter().enumerate() {
             if sync {
                 let src = replicas[client].clone();
                 replicas[via].merge(&src);
                 continue;
             }
             let ctx = sessions[client].clone();
-            let dot = replicas[via].update(&ctx, &actors[via], Some(vec![i as u8]), i as u64);
+            let value = (!delete).then(|| vec![i as u8]);
+            let dot = replicas[via].update(&ctx, &actors[via], value, i as u64);
             sessions[client] = replicas[via].write_context(&ctx, &dot);
-            writes.push((client, dot));
+            writes.push((client, dot.clone()));
+            if !delete {
+                values.push((client, dot));
+            }
         }
         let mut all = Versioned::new();
         for r in &replicas {
             all.merge(r);
         }
-        for (writer, dot) in &writes {
+        for (writer, dot) in &values {
             let present = all.siblings().iter().any(|s| &s.dot == dot);
             // A write may only vanish if some later write was made by the same client
             // (its own overwrite) — clients never saw each other's writes here.

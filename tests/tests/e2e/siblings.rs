@@ -102,6 +102,60 @@ async fn sequential_writes_with_returned_context_keep_one_value() -> anyhow::Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_written_again_after_a_delete_keeps_one_value_with_returned_contexts(
+) -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let client = cluster.client_only(0).await?;
+    let first = client
+        .put(b"cart", b"a".to_vec(), WriteOptions::default())
+        .await?;
+    client
+        .delete(
+            b"cart",
+            WriteOptions {
+                context: Some(first.context),
+                ..Default::default()
+            },
+        )
+        .await?;
+    // Written again without reading (a blind write: the delete's tombstone stays beside
+    // it until reaped), then overwritten with each returned context, as the README says.
+    let mut context = None;
+    for i in 1..=5u32 {
+        let r = client
+            .put(
+                b"cart",
+                format!("v{i}").into_bytes(),
+                WriteOptions {
+                    context: context.take(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        context = Some(r.context);
+    }
+    let read = client
+        .get(b"cart", ReadOptions::with_r(Quorum::All))
+        .await?;
+    assert_eq!(read.values, vec![b"v5".to_vec()], "one value, the last");
+    // And a delete with the last context removes it.
+    client
+        .delete(
+            b"cart",
+            WriteOptions {
+                context,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let read = client
+        .get(b"cart", ReadOptions::with_r(Quorum::All))
+        .await?;
+    assert!(read.values.is_empty(), "deleted: {:?}", read.values);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sibling_count_is_bounded_by_concurrent_writers() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let writers = [
