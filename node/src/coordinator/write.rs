@@ -74,6 +74,19 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
         if let Err(e) = validate_clock(ctx) {
             return invalid(e);
         }
+        // Every counter of this node's actor was minted here, so a higher one is forged
+        // or corrupt; taken on, it would raise the counter of every later write this node
+        // makes (towards the limit peers enforce), not just this key's.
+        let (actor, minted) = (node.replica.actor(), node.replica.minted());
+        if ctx.get(actor) > minted {
+            return error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "invalid context: it names write {} of {actor}, but that node has made only {minted}; pass back a context a read or write returned",
+                    ctx.get(actor)
+                ),
+            );
+        }
     }
     let (deadline, timeout) = match deadline(&node, req.timeout_ms) {
         Ok(d) => d,
@@ -124,6 +137,9 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
         Ok(Ok(written)) => written,
         Ok(Err(e @ ReplicaError::StateTooLarge { .. })) => {
             return error(ErrorCode::TooLarge, e.to_string());
+        }
+        Ok(Err(e @ ReplicaError::CounterExhausted { .. })) => {
+            return error(ErrorCode::InvalidRequest, e.to_string());
         }
         Ok(Err(e)) => {
             warn!(cause = %e, "local write failed");

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crdts::Dot;
 use dynakv_common::reaping::{deleted_at_ms, RecentReaps};
-use dynakv_common::version::{Actor, Clock, Versioned};
+use dynakv_common::version::{Actor, Clock, Versioned, MAX_COUNTER};
 use dynakv_common::wire::ConflictPolicy;
 use dynakv_common::NodeId;
 
@@ -61,6 +61,14 @@ pub enum ReplicaError {
     HintsFull { held: u64, limit: u64 },
     #[error("data directory {what}")]
     Layout { what: String },
+    /// The new dot would pass the largest counter a version vector may hold: the
+    /// context or the stored clock names a counter of this node's actor it never minted.
+    #[error("the write would need counter {counter} for {actor}, over the limit of {max}; the key's context names writes this node never made")]
+    CounterExhausted {
+        actor: String,
+        counter: u64,
+        max: u64,
+    },
 }
 
 /// A hint as stored on a fallback.
@@ -287,6 +295,12 @@ impl Replica {
         &self.actor
     }
 
+    /// The highest counter this node's actor has minted: no context a node gave out can
+    /// name a higher one for it.
+    pub fn minted(&self) -> u64 {
+        self.counter.load(Ordering::SeqCst)
+    }
+
     /// The underlying storage.
     pub fn storage(&self) -> &Storage {
         &self.storage
@@ -358,6 +372,9 @@ impl Replica {
                 let mut state = old.clone().unwrap_or_default();
                 let floor = counter.load(Ordering::SeqCst);
                 let dot = state.update_with_floor(&context, &actor, value, now_ms, floor);
+                if let Err(e) = within_counter_range(&dot) {
+                    return (Change::Keep.into(), Err(e));
+                }
                 policy.apply(&mut state);
                 let bytes = layout::encode_state(&state);
                 if bytes.len() > limit {
@@ -406,6 +423,7 @@ impl Replica {
         }
         let floor = self.counter.load(Ordering::SeqCst);
         let dot = state.update_with_floor(&context, &self.actor, value, now_ms, floor);
+        within_counter_range(&dot)?;
         self.policy.apply(&mut state);
         let size = layout::encode_state(&state).len();
         if size > self.state_budget {
@@ -712,6 +730,19 @@ impl Replica {
             .map(|(k, v)| (layout::user_key(&k).to_vec(), v))
             .collect())
     }
+}
+
+/// Refuses a dot no peer would accept (see `dynakv_common::version::validate_clock`), so
+/// a write is never stored here that every other replica then refuses.
+fn within_counter_range(dot: &Dot<Actor>) -> Result<(), ReplicaError> {
+    if dot.counter > MAX_COUNTER {
+        return Err(ReplicaError::CounterExhausted {
+            actor: dot.actor.to_string(),
+            counter: dot.counter,
+            max: MAX_COUNTER,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

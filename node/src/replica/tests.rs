@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::storage::StorageOptions;
+use crdts::{CvRDT, VClock};
 
 const BUDGET: usize = 1 << 20;
 const REAP_MEMORY: Duration = Duration::from_secs(60);
@@ -224,6 +225,31 @@ async fn the_dot_counter_floor_survives_a_clean_restart_and_a_crash_changes_the_
     // No clean marker: a new epoch.
     let r = open(dir.path(), 10).await;
     assert_ne!(r.actor(), &actor);
+    r.storage().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_dot_would_pass_the_counter_limit_is_refused_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path(), 10).await;
+    let mut context = Clock::new();
+    context.merge(VClock::from(Dot::new(r.actor().clone(), MAX_COUNTER)));
+    let err = r
+        .coordinate(b"k".to_vec(), context, Some(b"v".to_vec()), 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ReplicaError::CounterExhausted { .. }),
+        "{err}"
+    );
+    assert!(r.read(b"k").await.unwrap().is_none(), "nothing stored");
+    assert!(r.minted() < MAX_COUNTER, "the floor did not move");
+    // Other writes go on as before.
+    let (_, dot) = r
+        .coordinate(b"other".to_vec(), Clock::new(), Some(b"v".to_vec()), 2)
+        .await
+        .unwrap();
+    assert_eq!(dot.counter, r.minted());
     r.storage().close().await.unwrap();
 }
 

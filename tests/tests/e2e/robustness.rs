@@ -559,3 +559,60 @@ async fn a_node_whose_log_disk_is_full_keeps_serving() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_naming_writes_a_node_never_made_is_refused_and_harms_nothing(
+) -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let client = cluster.client_only(0).await?;
+    let written = client
+        .put(b"forged", b"v1".to_vec(), WriteOptions::default())
+        .await?;
+    // The context names the coordinator's own write; claim far more of its writes, up to
+    // the largest counter a clock may hold (a peer refuses anything above it).
+    let (actor, counter) = written
+        .context
+        .dots
+        .iter()
+        .next()
+        .map(|(a, c)| (a.clone(), *c))
+        .expect("the write's own dot");
+    for claimed in [counter + 1_000, dynakv_common::version::MAX_COUNTER] {
+        let mut forged = written.context.clone();
+        forged.dots.insert(actor.clone(), claimed);
+        let err = client
+            .put(
+                b"forged",
+                b"v2".to_vec(),
+                WriteOptions {
+                    context: Some(forged),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect_err("a context claiming writes the node never made");
+        match &err {
+            ClientError::Server(e) => {
+                assert_eq!(e.code, ErrorCode::InvalidRequest, "{err}");
+                assert!(e.message.contains("invalid context"), "{err}");
+            }
+            other => panic!("expected InvalidRequest, got {other:?}"),
+        }
+    }
+    // The node still writes every key, and the key holds its acknowledged value.
+    for i in 0..10u32 {
+        let r = client
+            .put(
+                format!("after:{i}").as_bytes(),
+                b"x".to_vec(),
+                WriteOptions::default(),
+            )
+            .await?;
+        assert!(r.replicas_acked >= 2, "written on a write quorum");
+    }
+    let read = client
+        .get(b"forged", ReadOptions::with_r(Quorum::All))
+        .await?;
+    assert_eq!(read.values, vec![b"v1".to_vec()]);
+    Ok(())
+}
