@@ -54,7 +54,12 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
         Request::Status => Response::Status(Box::new(status(node))),
         Request::ReplicaGet { key } => {
             bump(&node.counters.replica_requests);
-            match node.replica.read_any(&key).await {
+            let hint_ttl_ms = node.config.hint_ttl_s.saturating_mul(1000);
+            match node
+                .replica
+                .read_any(&key, coordinator::now_ms(), hint_ttl_ms)
+                .await
+            {
                 Ok(state) => Response::ReplicaState(state),
                 Err(e) => storage_error(e),
             }

@@ -104,6 +104,32 @@ struct HintBook {
 }
 
 impl HintBook {
+    /// Takes one place in the total for a new hint if fewer than `limit` are held (one
+    /// atomic step, so concurrent new hints cannot together pass the bound); returns
+    /// how many are held if not.
+    fn reserve(&self, limit: u64) -> Result<(), u64> {
+        self.total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t < limit).then_some(t + 1)
+            })
+            .map(|_| ())
+    }
+
+    /// Gives back a place [`HintBook::reserve`] took for a hint that was not stored.
+    fn release(&self) {
+        let _ = self
+            .total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_sub(1))
+            });
+    }
+
+    /// Counts a stored new hint whose place in the total was reserved.
+    fn count_reserved(&self, target: &NodeId) {
+        let mut map = self.per_target.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(target.clone()).or_insert(0) += 1;
+    }
+
     fn add(&self, target: &NodeId, delta: i64) {
         let mut map = self.per_target.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(target.clone()).or_insert(0);
@@ -318,13 +344,23 @@ impl Replica {
         }
     }
 
-    /// Everything this node knows of a key: its primary copy merged with any hints it
-    /// holds for it. What a peer's read gets, so a fallback serves the writes it holds.
-    pub async fn read_any(&self, key: &[u8]) -> Result<Option<Versioned>, ReplicaError> {
+    /// Everything this node knows of a key: its primary copy merged with the hints it
+    /// holds for it that are younger than `hint_ttl_ms` at `now_ms`. What a peer's read
+    /// gets, so a fallback serves the writes it holds. An expired hint is one delivery
+    /// gave up on and the next sweep deletes; served meanwhile, it could bring back a
+    /// delete reaped after its grace period (the ttl is at most the grace).
+    pub async fn read_any(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        hint_ttl_ms: u64,
+    ) -> Result<Option<Versioned>, ReplicaError> {
         let mut state = self.read(key).await?;
         if self.hints.total.load(Ordering::Relaxed) > 0 {
-            for (_, hint, _) in self.hints_for(key).await? {
-                state.get_or_insert_with(Versioned::new).merge(&hint);
+            for (_, hint, created_ms) in self.hints_for(key).await? {
+                if now_ms.saturating_sub(created_ms) < hint_ttl_ms {
+                    state.get_or_insert_with(Versioned::new).merge(&hint);
+                }
             }
         }
         Ok(state)
@@ -581,17 +617,25 @@ impl Replica {
     ) -> Result<(), ReplicaError> {
         let hint_key = layout::hint_key(key, target);
         let policy = self.policy;
-        let held = self.hints.total.load(Ordering::Relaxed);
         let limit = self.max_hints;
+        let hints = self.hints.clone();
+        let reserved = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let took = reserved.clone();
         let created = self
             .storage
             .modify(Space::Hints, hint_key, move |old| {
                 let (created_ms, mut state) = match old.map(layout::decode_hint).transpose() {
                     Ok(Some(h)) => h,
-                    Ok(None) if held >= limit => {
-                        return (Change::Keep, Err(ReplicaError::HintsFull { held, limit }))
-                    }
-                    Ok(None) => (now_ms, Versioned::new()),
+                    Ok(None) => match hints.reserve(limit) {
+                        Ok(()) => {
+                            took.store(true, Ordering::Relaxed);
+                            (now_ms, Versioned::new())
+                        }
+                        Err(held) => {
+                            let full = ReplicaError::HintsFull { held, limit };
+                            return (Change::Keep, Err(full));
+                        }
+                    },
                     Err(e) => return (Change::Keep, Err(e.into())),
                 };
                 state.merge(&incoming);
@@ -602,11 +646,16 @@ impl Replica {
                     Ok(is_new),
                 )
             })
-            .await??;
-        if created {
-            self.hints.add(target, 1);
+            .await
+            .map_err(ReplicaError::from)
+            .and_then(|r| r);
+        match created {
+            Ok(true) => self.hints.count_reserved(target),
+            Ok(false) => {}
+            Err(_) if reserved.load(Ordering::Relaxed) => self.hints.release(),
+            Err(_) => {}
         }
-        Ok(())
+        created.map(|_| ())
     }
 
     /// The hints held for a key: (primary it is meant for, state, creation time).

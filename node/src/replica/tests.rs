@@ -131,7 +131,7 @@ async fn a_copy_read_before_a_reap_does_not_bring_the_key_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hints_merge_keep_their_age_serve_reads_and_are_bounded() {
+async fn hints_merge_keep_their_age_serve_reads_until_they_expire_and_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let r = open(dir.path(), 2).await;
     let n3 = node("n3");
@@ -147,10 +147,18 @@ async fn hints_merge_keep_their_age_serve_reads_and_are_bounded() {
     assert_eq!(held[0].1.live_values().len(), 2);
     // A fallback's read includes what it holds for others.
     assert_eq!(r.read(b"a").await.unwrap(), None);
+    let ttl_ms = 10_000;
     assert_eq!(
-        r.read_any(b"a").await.unwrap().unwrap().live_values().len(),
+        r.read_any(b"a", 2_000, ttl_ms)
+            .await
+            .unwrap()
+            .unwrap()
+            .live_values()
+            .len(),
         2
     );
+    // Once older than the ttl, a hint is no longer served (the sweep deletes it).
+    assert_eq!(r.read_any(b"a", 11_000, ttl_ms).await.unwrap(), None);
     r.store_hint(b"b", &node("n4"), state("n1.1", Some(b"x"), 1), 1)
         .await
         .unwrap();
@@ -225,6 +233,35 @@ async fn the_dot_counter_floor_survives_a_clean_restart_and_a_crash_changes_the_
     // No clean marker: a new epoch.
     let r = open(dir.path(), 10).await;
     assert_ne!(r.actor(), &actor);
+    r.storage().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_new_hints_do_not_pass_the_bound_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path(), 2).await;
+    let n3 = node("n3");
+    // Sixteen new hints at once on one task: each runs until it waits for its fsync, so
+    // all of them are under way before any is stored.
+    let keys: Vec<[u8; 2]> = (0..16u8).map(|i| [b'k', i]).collect();
+    let stores = keys
+        .iter()
+        .map(|key| r.store_hint(key, &n3, state("n1.1", Some(b"v"), 1), 1));
+    let mut stored = 0;
+    for result in futures_util::future::join_all(stores).await {
+        match result {
+            Ok(()) => stored += 1,
+            Err(ReplicaError::HintsFull { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(stored, 2, "exactly the bound is stored");
+    assert_eq!(r.hints_total(), 2);
+    let mut held = 0;
+    for i in 0..16u8 {
+        held += r.hints_for(&[b'k', i]).await.unwrap().len();
+    }
+    assert_eq!(held, 2, "and exactly that many are in storage");
     r.storage().close().await.unwrap();
 }
 
