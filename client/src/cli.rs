@@ -185,8 +185,9 @@ struct BenchArgs {
     /// Fraction of operations that are reads (0 = writes only, 1 = reads only).
     #[arg(long, default_value_t = 0.5)]
     read_ratio: f64,
-    /// Number of distinct keys.
-    #[arg(long, default_value_t = 10_000)]
+    /// Number of distinct keys (at least --concurrency when the run writes: each worker
+    /// writes keys of its own).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     keys: u64,
     /// Bytes per value written.
     #[arg(long, default_value_t = 100)]
@@ -609,6 +610,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
                 bail!("--rate must be a positive number of operations per second");
+            }
+            if args.duration.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+                bail!("--duration must be a positive number of seconds");
+            }
+            if args.read_ratio < 1.0 && !args.fill && args.keys < u64::from(args.concurrency) {
+                bail!(
+                    "--keys {} is fewer than --concurrency {}: each worker writes keys of its own (so every write carries its key's latest context); use at least as many keys as workers, or --concurrency {} for a run over {} key(s)",
+                    args.keys,
+                    args.concurrency,
+                    args.keys,
+                    args.keys
+                );
             }
             let mut clients = Vec::new();
             for i in 0..s.nodes.len() {

@@ -214,6 +214,16 @@ async fn bench_prints_throughput_and_percentiles() -> anyhow::Result<()> {
         &["bench", "--ops", "5", "--concurrency", "0"],
         "--concurrency",
     );
+    // Fewer keys than writing workers would be widened silently: refused instead.
+    refused(
+        &["bench", "--ops", "5", "--keys", "1", "--concurrency", "8"],
+        "--keys 1 is fewer than --concurrency 8",
+    );
+    refused(&["bench", "--ops", "5", "--keys", "0"], "--keys");
+    refused(
+        &["bench", "--duration", "0"],
+        "--duration must be a positive",
+    );
     Ok(())
 }
 
