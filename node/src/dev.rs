@@ -230,7 +230,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
              \x20 {cli} put cart:1 apples\n\
              \x20 {cli} get cart:1\n\
              \x20 {cli} status\n\
-             (the CLI reads {dir}/{CLIENT_CONFIG}). Ctrl-C stops the nodes started here.",
+             (client settings: {dir}/{CLIENT_CONFIG}). Ctrl-C stops the nodes started here.",
             opts.nodes, opts.replicas
         ),
         Some(Err(e)) => eprintln!("warning: the cluster is not fully up yet: {e:#}"),

@@ -219,7 +219,7 @@ async fn coordinate(node: Arc<NodeState>, req: PutRequest) -> Response {
         return error(
             ErrorCode::QuorumNotReached,
             format!(
-                "write quorum not reached: {} of {n} {what} acknowledged within {timeout:?}, {w} required; the write may still be stored on the replicas that acknowledged{}",
+                "write quorum not reached: {} of {n} {what} acknowledged within {timeout:?}, {w} required; the write may still be stored on some of them (the coordinator included): read the key to see{}",
                 tracker.ok_count(),
                 reasons(&tracker)
             ),
