@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dynakv_common::limits::Limits;
 use dynakv_common::quorum::Quorum;
@@ -211,9 +211,10 @@ pub struct Client {
     routing: std::sync::RwLock<Option<Arc<Routing>>>,
     /// One connection per node address, for requests routed by key.
     conns: std::sync::Mutex<HashMap<String, quinn::Connection>>,
-    /// Replica addresses that could not be dialled recently, skipped until then so that
-    /// a down node costs one handshake timeout, not one per request.
-    unreachable: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// Replica addresses being dialled, or that could not be dialled recently: skipped
+    /// by routing until then, so that one request at a time dials an address and a down
+    /// node costs one handshake timeout per back-off, not one per request.
+    unreachable: std::sync::Mutex<HashMap<String, Instant>>,
     /// One coalescer per node address (see [`ClientOptions::coalesce`]).
     coalescers: std::sync::Mutex<HashMap<String, Coalescer>>,
 }
@@ -265,7 +266,17 @@ impl Client {
             .or_else(|_| dynakv_common::net::endpoint(v4, None))
             .map_err(|e| ClientError::Endpoint(e.to_string()))?;
         endpoint.set_default_client_config(options.tls.clone());
-        let client = Arc::new(Client {
+        let client = Arc::new(Client::new(endpoint, options));
+        client.connection(None).await?;
+        if client.options.route_by_key {
+            client.refresh_routing().await;
+        }
+        Ok(client)
+    }
+
+    /// A client on `endpoint` that has connected to nothing yet.
+    fn new(endpoint: quinn::Endpoint, options: ClientOptions) -> Client {
+        Client {
             endpoint,
             options,
             current: Mutex::new(None),
@@ -273,12 +284,7 @@ impl Client {
             conns: std::sync::Mutex::new(HashMap::new()),
             unreachable: std::sync::Mutex::new(HashMap::new()),
             coalescers: std::sync::Mutex::new(HashMap::new()),
-        });
-        client.connection(None).await?;
-        if client.options.route_by_key {
-            client.refresh_routing().await;
         }
-        Ok(client)
     }
 
     /// Learns the ring from the connected node's status (no routing if that fails: the
@@ -319,42 +325,43 @@ impl Client {
         if let Some(conn) = cached {
             return Ok(conn);
         }
-        let now = std::time::Instant::now();
         {
+            let now = Instant::now();
             let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
-            match unreachable.get(addr) {
-                Some(until) if *until > now => {
-                    return Err(ConnError::Connect {
-                        addr: addr.to_string(),
-                        reason: "could not be dialled moments ago".into(),
-                    })
-                }
-                Some(_) => {
-                    unreachable.remove(addr);
-                }
-                None => {}
+            if unreachable.get(addr).is_some_and(|until| *until > now) {
+                return Err(ConnError::Connect {
+                    addr: addr.to_string(),
+                    reason: "being dialled, or could not be dialled moments ago".into(),
+                });
             }
+            // This request dials; the others route around the address meanwhile (until
+            // the connect timeout, should this request be cancelled).
+            unreachable.insert(addr.to_string(), now + self.options.connect_timeout);
         }
-        let conn = match self.dial(addr).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                self.unreachable
+        let dialled = self.dial(addr).await;
+        let unreachable = || self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        match dialled {
+            Ok(conn) => {
+                self.conns
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(addr.to_string(), now + UNREACHABLE_BACKOFF);
-                return Err(e);
+                    .insert(addr.to_string(), conn.clone());
+                unreachable().remove(addr);
+                Ok(conn)
             }
-        };
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(addr.to_string(), conn.clone());
-        Ok(conn)
+            Err(e) => {
+                // The back-off counts from the failure, not from the start of the dial.
+                unreachable().insert(addr.to_string(), Instant::now() + UNREACHABLE_BACKOFF);
+                Err(e)
+            }
+        }
     }
 
     /// Sends a read or write of `key` straight to one of its replicas (in preference
     /// order, the next when one cannot take it), or through the connected node when the
-    /// client does not route by key or no replica could be reached. Writes move on only
+    /// client does not route by key or no replica could be reached. Replicas being
+    /// dialled by another request, or in their back-off, are skipped at once, so no
+    /// request but the one dialling waits on a connect timeout. Writes move on only
     /// when they certainly never reached a replica, as in [`Client::request`].
     async fn request_for_key(&self, key: &[u8], req: &Request) -> Result<Response, ClientError> {
         let mut routing = self.routing();
@@ -665,5 +672,55 @@ impl Client {
             conn.close(0u32.into(), b"bye");
         }
         self.endpoint.wait_idle().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that has connected to nothing, dialling with `connect_timeout`.
+    fn unconnected(connect_timeout: Duration) -> Client {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut options = ClientOptions::new(Vec::new(), quinn::ClientConfig::new(Arc::new(quic)));
+        options.connect_timeout = connect_timeout;
+        let v4: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, 0).into();
+        let (mut endpoint, _) = dynakv_common::net::endpoint(v4, None).unwrap();
+        endpoint.set_default_client_config(options.tls.clone());
+        Client::new(endpoint, options)
+    }
+
+    #[tokio::test]
+    async fn one_request_at_a_time_dials_a_silent_node_and_its_back_off_counts_from_the_failure() {
+        // A node that never answers: its port is held, and nothing is read from it.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let connect_timeout = Duration::from_millis(500);
+        let client = Arc::new(unconnected(connect_timeout));
+        let started = Instant::now();
+        let first = tokio::spawn({
+            let (client, addr) = (client.clone(), addr.clone());
+            async move { client.conn_to(&addr).await.map(|_| ()) }
+        });
+        while !client.unreachable.lock().unwrap().contains_key(&addr) {
+            tokio::task::yield_now().await;
+        }
+        // While the first request dials, another is turned away at once to route
+        // around the node.
+        let err = client.conn_to(&addr).await.unwrap_err();
+        assert!(err.to_string().contains("being dialled"), "{err}");
+        assert!(!first.is_finished(), "the first dial is still waiting");
+        first.await.unwrap().unwrap_err();
+        // The back-off starts when the dial failed, not when it began.
+        let until = client.unreachable.lock().unwrap()[&addr];
+        assert!(until >= started + connect_timeout + UNREACHABLE_BACKOFF);
+        let err = client.conn_to(&addr).await.unwrap_err();
+        assert!(err.to_string().contains("moments ago"), "{err}");
     }
 }
