@@ -9,6 +9,7 @@
 //! silently dropping a write.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,8 +52,8 @@ pub struct ClientOptions {
     pub limits: Limits,
     /// Send each read and write to a replica of its key (learning the ring from a
     /// node's status): the connected node when it is one, else the key's first
-    /// reachable primary. Off to make the connected node coordinate everything (tests,
-    /// the lab's routing).
+    /// reachable primary among those the status shows up. Off to make the connected
+    /// node coordinate everything (tests, the lab's routing).
     pub route_by_key: bool,
     /// Send the reads and writes queued at the same moment for one node as one batch
     /// (one QUIC stream, one frame; the answers come back as each completes), as the
@@ -215,6 +216,9 @@ pub struct Client {
     /// by routing until then, so that one request at a time dials an address and a down
     /// node costs one handshake timeout per back-off, not one per request.
     unreachable: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Whether a request is fetching the routing view again (one at a time; the others
+    /// route with the view they have).
+    refreshing: AtomicBool,
     /// One coalescer per node address (see [`ClientOptions::coalesce`]).
     coalescers: std::sync::Mutex<HashMap<String, Coalescer>>,
 }
@@ -251,6 +255,20 @@ fn judge(outcome: Result<Response, ConnError>, is_write: bool) -> Attempt {
 
 /// How long a replica that could not be dialled is skipped by routing.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(2);
+/// How old a routing view may get, while it shows a member down or a replica could not
+/// be dialled, before a request fetches it again (to learn that the node is back, or
+/// that the cluster now holds it down).
+const ROUTING_REFRESH: Duration = Duration::from_secs(2);
+
+/// Lets the next request refresh the routing view when dropped (also when the request
+/// that was refreshing it is cancelled).
+struct RefreshGuard<'a>(&'a AtomicBool);
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 impl Client {
     /// Connects to the first reachable node of `options.nodes`.
@@ -283,6 +301,7 @@ impl Client {
             routing: std::sync::RwLock::new(None),
             conns: std::sync::Mutex::new(HashMap::new()),
             unreachable: std::sync::Mutex::new(HashMap::new()),
+            refreshing: AtomicBool::new(false),
             coalescers: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -294,7 +313,28 @@ impl Client {
             Ok(Response::Status(s)) => Routing::from_status(&s).map(Arc::new),
             _ => None,
         };
+        if let Some(routing) = &routing {
+            // Forget addresses that are no longer members.
+            self.unreachable
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|addr, _| routing.has_addr(addr));
+        }
         *self.routing.write().unwrap_or_else(|p| p.into_inner()) = routing;
+    }
+
+    /// Whether `routing` should be fetched again: a node said it is not a replica of a
+    /// key sent to it, or the view is a while old and showed a member down (it may be
+    /// back) or a replica could not be dialled since (the cluster may hold it down).
+    fn needs_refresh(&self, routing: &Routing) -> bool {
+        routing.is_stale()
+            || (routing.age() >= ROUTING_REFRESH
+                && (routing.has_down()
+                    || !self
+                        .unreachable
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_empty()))
     }
 
     fn routing(&self) -> Option<Arc<Routing>> {
@@ -359,13 +399,17 @@ impl Client {
 
     /// Sends a read or write of `key` straight to one of its replicas (in preference
     /// order, the next when one cannot take it), or through the connected node when the
-    /// client does not route by key or no replica could be reached. Replicas being
-    /// dialled by another request, or in their back-off, are skipped at once, so no
-    /// request but the one dialling waits on a connect timeout. Writes move on only
-    /// when they certainly never reached a replica, as in [`Client::request`].
+    /// client does not route by key or no replica could be reached. Replicas the status
+    /// shows down, being dialled by another request, or in their back-off are skipped
+    /// at once, so no request but the one dialling waits on a connect timeout. Writes
+    /// move on only when they certainly never reached a replica, as in
+    /// [`Client::request`].
     async fn request_for_key(&self, key: &[u8], req: &Request) -> Result<Response, ClientError> {
         let mut routing = self.routing();
-        if routing.as_ref().is_some_and(|r| r.is_stale()) {
+        if routing.as_ref().is_some_and(|r| self.needs_refresh(r))
+            && !self.refreshing.swap(true, Ordering::AcqRel)
+        {
+            let _guard = RefreshGuard(&self.refreshing);
             self.refresh_routing().await;
             routing = self.routing();
         }

@@ -6,9 +6,15 @@
 //! `Ring` everywhere (`dynakv_common::ring`), so the client computes it from one node's
 //! status (members, N, Q). When a node answers that it is not a replica of the key it
 //! was sent, the client's view is stale and it fetches the status again.
+//!
+//! The status also says which members the node's failure detector holds down: keys are
+//! not sent to those (their other replicas, or the connected node, take them), so a dead
+//! node costs no request a connect timeout. A view showing a member down is fetched
+//! again every so often, to learn when it is back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use dynakv_common::replication::Placement;
 use dynakv_common::wire::StatusResponse;
@@ -19,6 +25,9 @@ pub struct Routing {
     ring: Ring,
     n: usize,
     addrs: BTreeMap<NodeId, String>,
+    /// Members the status showed down.
+    down: BTreeSet<NodeId>,
+    fetched: Instant,
     stale: AtomicBool,
 }
 
@@ -35,18 +44,41 @@ impl Routing {
                 .iter()
                 .map(|m| (m.id.clone(), m.addr.clone()))
                 .collect(),
+            down: status
+                .members
+                .iter()
+                .filter(|m| !m.up)
+                .map(|m| m.id.clone())
+                .collect(),
+            fetched: Instant::now(),
             stale: AtomicBool::new(false),
         })
     }
 
-    /// The addresses of `key`'s replicas, in preference order.
+    /// The addresses of `key`'s replicas that the status showed up, in preference order.
     pub fn replicas(&self, key: &[u8]) -> Vec<String> {
         let placement = Placement::new(&self.ring, self.n);
         placement
             .primaries(placement.partition_of(key))
             .iter()
+            .filter(|id| !self.down.contains(*id))
             .filter_map(|id| self.addrs.get(id).cloned())
             .collect()
+    }
+
+    /// Whether `addr` is a member's address.
+    pub fn has_addr(&self, addr: &str) -> bool {
+        self.addrs.values().any(|a| a == addr)
+    }
+
+    /// Whether the status showed some member down.
+    pub fn has_down(&self) -> bool {
+        !self.down.is_empty()
+    }
+
+    /// How long ago the status was fetched.
+    pub fn age(&self) -> Duration {
+        self.fetched.elapsed()
     }
 
     /// Marks the view stale (a node said it is not a replica of a key sent to it).
@@ -106,5 +138,31 @@ mod tests {
         assert!(!routing.is_stale());
         routing.mark_stale();
         assert!(routing.is_stale());
+    }
+
+    #[test]
+    fn a_member_shown_down_is_skipped_and_the_others_keep_their_order() {
+        let mut st = status(5);
+        st.members[1].up = false;
+        let routing = Routing::from_status(&st).unwrap();
+        assert!(routing.has_down());
+        let all = Routing::from_status(&status(5)).unwrap();
+        assert!(!all.has_down());
+        let mut led_by_n2 = 0;
+        for i in 0..200 {
+            let key = format!("k{i}");
+            let expected: Vec<String> = all
+                .replicas(key.as_bytes())
+                .into_iter()
+                .filter(|a| a != "10.0.0.2:7100")
+                .collect();
+            if all.replicas(key.as_bytes())[0] == "10.0.0.2:7100" {
+                led_by_n2 += 1;
+            }
+            assert_eq!(routing.replicas(key.as_bytes()), expected, "{key}");
+        }
+        assert!(led_by_n2 > 0, "some key's first replica is n2");
+        assert!(routing.has_addr("10.0.0.2:7100"));
+        assert!(!routing.has_addr("10.0.0.9:7100"));
     }
 }
