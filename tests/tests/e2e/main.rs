@@ -16,5 +16,6 @@ mod lab;
 mod measure;
 mod metrics;
 mod robustness;
+mod routing;
 mod siblings;
 mod tombstones;

@@ -1,0 +1,141 @@
+//! A client that routes by key around a node the cluster shows down: keys whose first
+//! replica is that node go at once to another replica, never through a connect attempt
+//! to the dead node on the request path.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynakv_client::{Client, ClientOptions, ReadOptions, WriteOptions};
+
+use crate::harness::{Cluster, ClusterOptions};
+
+/// The node that is killed (n4).
+const DEAD: usize = 3;
+/// The node every client connects to first (n1).
+const SEED: usize = 0;
+/// The CLI's connect timeout: a request that dials the dead node waits this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client as the CLI makes one: every node listed (the dead one last, as in
+/// client.toml), routing by key.
+async fn client(cluster: &Cluster) -> anyhow::Result<Arc<Client>> {
+    let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
+    opts.route_by_key = true;
+    opts.connect_timeout = CONNECT_TIMEOUT;
+    Ok(Client::connect(opts).await?)
+}
+
+/// Writes `key` and reads it back.
+async fn put_get(client: &Client, key: &str) -> anyhow::Result<()> {
+    client
+        .put(
+            key.as_bytes(),
+            key.as_bytes().to_vec(),
+            WriteOptions::default(),
+        )
+        .await?;
+    let got = client.get(key.as_bytes(), ReadOptions::default()).await?;
+    anyhow::ensure!(
+        got.values == vec![key.as_bytes().to_vec()],
+        "{key}: {got:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_whose_first_replica_is_down_go_to_a_live_replica_at_once() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions {
+        nodes: 4,
+        replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    // Keys led by the node to kill, of which the seed is no replica: the client has to
+    // choose among the other replicas (the seed would coordinate them itself).
+    let keys: Arc<Vec<String>> = Arc::new(
+        (0..)
+            .map(|i| format!("led-by-n4-{i}"))
+            .filter(|k| {
+                let (primaries, _) = cluster.placement(k.as_bytes(), 3);
+                primaries[0] == DEAD && !primaries.contains(&SEED)
+            })
+            .take(100)
+            .collect(),
+    );
+    cluster.kill(DEAD);
+    let live: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != DEAD).collect();
+    for &i in &live {
+        cluster.wait_sees_down(i, &[DEAD]).await?;
+    }
+
+    // One-shot clients, as `dynakv put` and `dynakv get` are: each learns from the
+    // status that n4 is down. Each takes milliseconds; one that dialled n4 would wait
+    // CONNECT_TIMEOUT, and 20 of those could not all finish within 20 s.
+    let done = AtomicUsize::new(0);
+    let one_shots = async {
+        for key in &keys[..20] {
+            let client = client(&cluster).await?;
+            put_get(&client, key).await?;
+            client.close().await;
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(20), one_shots).await {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!(
+            "only {} of 20 one-shot clients wrote and read a key led by the dead n4 within 20 s \
+             (a client waited on a connection to it)",
+            done.load(Ordering::Relaxed),
+        ),
+    }
+
+    // One long-lived client under concurrency, as `dynakv bench` is: 8 workers, each
+    // writing and reading 10 such keys of its own, then reading them again until the
+    // client's back-off for an unreachable node (2 s) and its routing refresh have come
+    // round twice. Done in about 5 s; had each request dialled n4, the 20 requests of
+    // a worker's writes and reads alone would take 40 s.
+    let client = client(&cluster).await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (client, keys, done) = (client.clone(), keys.clone(), done.clone());
+        workers.spawn(async move {
+            let mine = &keys[20 + 10 * w..30 + 10 * w];
+            for key in mine {
+                put_get(&client, key).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            for key in mine.iter().cycle() {
+                if start.elapsed() >= Duration::from_secs(5) {
+                    break;
+                }
+                let got = client.get(key.as_bytes(), ReadOptions::default()).await?;
+                anyhow::ensure!(
+                    got.values == vec![key.as_bytes().to_vec()],
+                    "{key}: {got:?}"
+                );
+            }
+            anyhow::Ok(())
+        });
+    }
+    let all = async {
+        while let Some(worker) = workers.join_next().await {
+            worker??;
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(25), all).await {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!(
+            "8 workers of one client did not finish within 25 s ({} of their 80 writes and \
+             reads of keys led by the dead n4 done): requests waited on connections to it",
+            done.load(Ordering::Relaxed)
+        ),
+    }
+    client.close().await;
+    Ok(())
+}
