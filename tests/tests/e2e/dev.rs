@@ -125,8 +125,10 @@ async fn dev_in_another_directory_prints_commands_that_work_from_anywhere() -> a
             async move { hint }
         })
         .await?;
+        // The program is the one dev found beside itself, or plain `dynakv` when there is
+        // none (as in some test builds); either way the CLI under test runs the arguments.
         let words: Vec<&str> = hint.split_whitespace().collect();
-        let out = Command::new(words[0])
+        let out = Command::new(cli_binary())
             .args(&words[1..])
             .current_dir(elsewhere.path())
             .env_remove("DYNAKV_NODES")
