@@ -745,7 +745,9 @@ mod tests {
         // A node that never answers: its port is held, and nothing is read from it.
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = silent.local_addr().unwrap().to_string();
-        let connect_timeout = Duration::from_millis(500);
+        // Long enough that the first dial is surely still waiting when the second
+        // request is checked, even on a stalled machine.
+        let connect_timeout = Duration::from_secs(3);
         let client = Arc::new(unconnected(connect_timeout));
         let started = Instant::now();
         let first = tokio::spawn({

@@ -405,6 +405,10 @@ impl NodeConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+    /// How long a hint is delivered and served, in milliseconds (`hint_ttl_s`).
+    pub fn hint_ttl_ms(&self) -> u64 {
+        self.hint_ttl_s.saturating_mul(1000)
+    }
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
     }

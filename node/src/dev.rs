@@ -215,14 +215,13 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| "dynakv".to_string());
     // The CLI finds ./dynakv-dev/client.toml on its own; any other directory it is told.
     let client_config = opts.dir.join(CLIENT_CONFIG);
-    let (cli, from) = if std::path::absolute(&client_config).ok()
-        == std::path::absolute(DEFAULT_CONFIG_PATH).ok()
-    {
-        (cli, "From this directory, try")
-    } else {
-        let config = std::path::absolute(&client_config).unwrap_or(client_config);
-        (format!("{cli} --config {}", config.display()), "Try")
-    };
+    let client_config = std::path::absolute(&client_config).unwrap_or(client_config);
+    let (cli, from) =
+        if std::path::absolute(DEFAULT_CONFIG_PATH).ok().as_ref() == Some(&client_config) {
+            (cli, "From this directory, try")
+        } else {
+            (format!("{cli} --config {}", client_config.display()), "Try")
+        };
     match ready {
         Some(Ok(())) => println!(
             "\ndynakv dev cluster is up: {} nodes, N={}.\n\

@@ -54,7 +54,7 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
         Request::Status => Response::Status(Box::new(status(node))),
         Request::ReplicaGet { key } => {
             bump(&node.counters.replica_requests);
-            let hint_ttl_ms = node.config.hint_ttl_s.saturating_mul(1000);
+            let hint_ttl_ms = node.config.hint_ttl_ms();
             match node
                 .replica
                 .read_any(&key, coordinator::now_ms(), hint_ttl_ms)

@@ -71,10 +71,10 @@ impl Worker for HintDelivery {
             return Ok(Step::Idle);
         };
         self.cursor = Some(last.hint_key.clone());
-        let ttl_ms = node.config.hint_ttl_s.saturating_mul(1000);
+        let ttl_ms = node.config.hint_ttl_ms();
         let timeout = node.config.request_timeout();
         for hint in batch {
-            if now_ms().saturating_sub(hint.created_ms) >= ttl_ms {
+            if crate::replica::hint_expired(hint.created_ms, now_ms(), ttl_ms) {
                 if node
                     .replica
                     .remove_hint(&hint)

@@ -192,7 +192,7 @@ pub(crate) async fn read_replica(
         }
         let state = node
             .replica
-            .read_any(&key, now_ms(), node.config.hint_ttl_s.saturating_mul(1000))
+            .read_any(&key, now_ms(), node.config.hint_ttl_ms())
             .await
             .map_err(|e| Failure::Refused(e.to_string()));
         if let Some((_, reply)) = delays {

@@ -115,7 +115,8 @@ impl HintBook {
             .map(|_| ())
     }
 
-    /// Gives back a place [`HintBook::reserve`] took for a hint that was not stored.
+    /// Gives back a place in the total: a hint removed, or one [`HintBook::reserve`] took
+    /// for a hint that was not stored.
     fn release(&self) {
         let _ = self
             .total
@@ -130,22 +131,22 @@ impl HintBook {
         *map.entry(target.clone()).or_insert(0) += 1;
     }
 
-    fn add(&self, target: &NodeId, delta: i64) {
+    /// Counts a hint found in storage at start-up.
+    fn count_held(&self, target: &NodeId) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.count_reserved(target);
+    }
+
+    /// Uncounts a hint that was removed.
+    fn remove(&self, target: &NodeId) {
         let mut map = self.per_target.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(target.clone()).or_insert(0);
-        *n = n.saturating_add_signed(delta);
-        if *n == 0 {
-            map.remove(target);
+        if let Some(n) = map.get_mut(target) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(target);
+            }
         }
-        if delta >= 0 {
-            self.total.fetch_add(delta as u64, Ordering::Relaxed);
-        } else {
-            let _ = self
-                .total
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                    Some(t.saturating_sub(delta.unsigned_abs()))
-                });
-        }
+        self.release();
     }
 }
 
@@ -273,7 +274,7 @@ impl Replica {
         storage
             .for_each(Space::Hints, move |k, _| {
                 if let Ok((_, target)) = layout::split_hint_key(k) {
-                    book.add(&target, 1);
+                    book.count_held(&target);
                 }
             })
             .await?;
@@ -358,7 +359,7 @@ impl Replica {
         let mut state = self.read(key).await?;
         if self.hints.total.load(Ordering::Relaxed) > 0 {
             for (_, hint, created_ms) in self.hints_for(key).await? {
-                if now_ms.saturating_sub(created_ms) < hint_ttl_ms {
+                if !hint_expired(created_ms, now_ms, hint_ttl_ms) {
                     state.get_or_insert_with(Versioned::new).merge(&hint);
                 }
             }
@@ -713,7 +714,7 @@ impl Replica {
             })
             .await?;
         if removed {
-            self.hints.add(&hint.target, -1);
+            self.hints.remove(&hint.target);
         }
         Ok(removed)
     }
@@ -779,6 +780,12 @@ impl Replica {
             .map(|(k, v)| (layout::user_key(&k).to_vec(), v))
             .collect())
     }
+}
+
+/// Whether a hint stored at `created_ms` has outlived `ttl_ms` at `now_ms`: delivery
+/// drops it, and reads no longer serve it.
+pub fn hint_expired(created_ms: u64, now_ms: u64, ttl_ms: u64) -> bool {
+    now_ms.saturating_sub(created_ms) >= ttl_ms
 }
 
 /// Refuses a dot no peer would accept (see `dynakv_common::version::validate_clock`), so

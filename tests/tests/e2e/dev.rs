@@ -7,18 +7,15 @@ use std::time::Duration;
 
 use crate::harness::{cli_binary, eventually, free_port_run, node_binary, terminate};
 
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dev_cluster_serves_the_cli_with_no_flags() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let base = free_port_run(3);
+/// Starts `dynakv-node dev` with `args` in `cwd`; its stdout lines arrive on the receiver.
+fn spawn_dev(
+    args: &[&std::ffi::OsStr],
+    cwd: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, std::sync::mpsc::Receiver<String>)> {
     let mut dev = Command::new(node_binary())
-        .args(["dev", "--base-port", &base.to_string()])
-        .current_dir(dir.path())
+        .arg("dev")
+        .args(args)
+        .current_dir(cwd)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -29,6 +26,20 @@ async fn dev_cluster_serves_the_cli_with_no_flags() -> anyhow::Result<()> {
             let _ = lines_tx.send(line);
         }
     });
+    Ok((dev, lines_rx))
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_serves_the_cli_with_no_flags() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = free_port_run(3);
+    let base = base.to_string();
+    let (mut dev, lines_rx) = spawn_dev(&["--base-port".as_ref(), base.as_ref()], dir.path())?;
 
     let cli = |args: &[&str]| {
         Command::new(cli_binary())
@@ -98,20 +109,16 @@ async fn dev_in_another_directory_prints_commands_that_work_from_anywhere() -> a
     let elsewhere = tempfile::tempdir()?;
     let base = free_port_run(3);
     let cluster_dir = dir.path().join("cluster");
-    let mut dev = Command::new(node_binary())
-        .args(["dev", "--base-port", &base.to_string(), "--dir"])
-        .arg(&cluster_dir)
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = dev.stdout.take().expect("stdout");
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let base = base.to_string();
+    let (mut dev, lines_rx) = spawn_dev(
+        &[
+            "--base-port".as_ref(),
+            base.as_ref(),
+            "--dir".as_ref(),
+            cluster_dir.as_ref(),
+        ],
+        dir.path(),
+    )?;
     let result = async {
         // The hint dev prints once the cluster is up, run as printed from another
         // directory (where no ./dynakv-dev/client.toml could help).
