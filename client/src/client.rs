@@ -665,6 +665,7 @@ impl Client {
 
     /// The connected node's local state of a key (admin certificate needed).
     pub async fn debug_replica(&self, key: &[u8]) -> Result<DebugReplica, ClientError> {
+        self.options.limits.check_key(key)?;
         match self
             .request(&Request::DebugReplica { key: key.to_vec() })
             .await?

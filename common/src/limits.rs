@@ -12,9 +12,12 @@ use crate::Error;
 pub const DEFAULT_MAX_KEY_BYTES: usize = 1024;
 /// Default largest value: 1 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
-/// The most a node's `max_key_bytes` may be set to (as Cassandra's key limit): what a
-/// client may send to a node it does not know the configuration of.
-pub const LARGEST_MAX_KEY_BYTES: usize = 64 * 1024;
+/// The most a node's `max_key_bytes` may be set to: what a client may send to a node it
+/// does not know the configuration of. Just under Cassandra's 64 KiB: the storage engine
+/// takes keys of at most 65,535 bytes, and a node stores a user key behind up to 73
+/// bytes of its own (placement hash, length, node id; `node/src/replica/layout.rs`
+/// checks that the longest fits).
+pub const LARGEST_MAX_KEY_BYTES: usize = 65_000;
 /// The most a node's `max_value_bytes` may be set to.
 pub const LARGEST_MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
 /// Room for everything in a frame besides values: keys, clocks, dots, framing.

@@ -38,11 +38,14 @@ pub const DEFAULT_REPLICAS: usize = 3;
 pub struct NodeId(Arc<str>);
 
 impl NodeId {
+    /// The longest node id, in bytes.
+    pub const MAX_LEN: usize = 63;
+
     /// Validates and wraps a node id: 1-63 of `a-z 0-9 -`, not starting with `-`.
     pub fn new(id: impl Into<String>) -> Result<NodeId, Error> {
         let id = id.into();
         let valid = !id.is_empty()
-            && id.len() <= 63
+            && id.len() <= Self::MAX_LEN
             && !id.starts_with('-')
             && !id.ends_with('-')
             && id

@@ -290,7 +290,7 @@ impl NodeConfig {
         }
         if self.max_key_bytes > LARGEST_MAX_KEY_BYTES {
             return Err(ConfigError(format!(
-                "max_key_bytes is {} but must be at most {LARGEST_MAX_KEY_BYTES} (64 KiB)",
+                "max_key_bytes is {} but must be at most {LARGEST_MAX_KEY_BYTES}",
                 self.max_key_bytes
             )));
         }

@@ -42,6 +42,18 @@ fn storage_error(e: ReplicaError) -> Response {
     refuse(ErrorCode::Storage, e.to_string())
 }
 
+/// Refuses a key the node does not take (empty, or over `max_key_bytes`), as client
+/// reads and writes are refused: every request that names a key checks it first.
+fn check_key(node: &NodeState, key: &[u8]) -> Result<(), Response> {
+    node.limits.check_key(key).map_err(|e| {
+        let code = match e {
+            dynakv_common::Error::TooLarge { .. } => ErrorCode::TooLarge,
+            _ => ErrorCode::InvalidRequest,
+        };
+        refuse(code, e.to_string())
+    })
+}
+
 /// Answers one request.
 pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Response {
     match req {
@@ -54,6 +66,9 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
         Request::Status => Response::Status(Box::new(status(node))),
         Request::ReplicaGet { key } => {
             bump(&node.counters.replica_requests);
+            if let Err(refusal) = check_key(node, &key) {
+                return refusal;
+            }
             let hint_ttl_ms = node.config.hint_ttl_ms();
             match node
                 .replica
@@ -92,15 +107,20 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
             segments,
             after,
         } => segment_items(node, partition, segments, after).await,
-        Request::Reap { key, digest } => match node.replica.reap_if(&key, digest).await {
-            Ok(reaped) => {
-                if reaped {
-                    bump(&node.counters.tombstones_reaped);
-                }
-                Response::Reaped(reaped)
+        Request::Reap { key, digest } => {
+            if let Err(refusal) = check_key(node, &key) {
+                return refusal;
             }
-            Err(e) => storage_error(e),
-        },
+            match node.replica.reap_if(&key, digest).await {
+                Ok(reaped) => {
+                    if reaped {
+                        bump(&node.counters.tombstones_reaped);
+                    }
+                    Response::Reaped(reaped)
+                }
+                Err(e) => storage_error(e),
+            }
+        }
         Request::Ping {
             from,
             shape,
@@ -211,6 +231,9 @@ async fn replica_get_many(node: &NodeState, keys: Vec<Vec<u8>>) -> Response {
     let mut out = Vec::new();
     let mut size = 0usize;
     for key in keys {
+        if let Err(refusal) = check_key(node, &key) {
+            return refusal;
+        }
         let state = match node.replica.read(&key).await {
             Ok(s) => s,
             Err(e) => return storage_error(e),
@@ -312,6 +335,9 @@ async fn segment_items(
 }
 
 async fn debug_replica(node: &NodeState, key: Vec<u8>) -> Response {
+    if let Err(refusal) = check_key(node, &key) {
+        return refusal;
+    }
     let (partition, primaries) =
         node.with_placement(|p| (p.partition_of(&key), p.primaries(p.partition_of(&key))));
     let state = match node.replica.read(&key).await {

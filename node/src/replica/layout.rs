@@ -22,6 +22,14 @@ const HINT_V1: u8 = 1;
 /// Bytes of the hash prefix.
 pub const HASH_BYTES: usize = 8;
 
+// The longest record key (a hint's: hash, key length, the longest key a node may accept,
+// the longest node id) fits the storage engine's limit, so no key a node accepts can be
+// refused by the engine.
+const _: () = assert!(
+    HASH_BYTES + 2 + dynakv_common::limits::LARGEST_MAX_KEY_BYTES + NodeId::MAX_LEN
+        <= crate::storage::MAX_KEY_BYTES
+);
+
 /// Why a stored record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stored record is unreadable: {reason}")]

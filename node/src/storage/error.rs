@@ -38,6 +38,9 @@ pub enum StorageError {
     /// A blocking task failed, e.g. a `modify` closure panicked.
     #[error("storage {op} task failed: {reason}")]
     Task { op: &'static str, reason: String },
+    /// A key longer than the engine stores (it would panic on it); nothing was done.
+    #[error("storage {op} refused: a key of {len} bytes is longer than the storage engine's limit of {} bytes", super::MAX_KEY_BYTES)]
+    KeyTooLong { op: &'static str, len: usize },
 }
 
 impl StorageError {

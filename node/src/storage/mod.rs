@@ -304,6 +304,9 @@ impl Inner {
         if ops.is_empty() {
             return Ok(None);
         }
+        for (_, k, _) in &ops[1..] {
+            check_key_len(op, k)?;
+        }
         let observer = self.observer.get();
         // The observer needs the side keys' old values too (the main one is given).
         let side_olds: Vec<Option<fjall::Slice>> = match observer {
@@ -500,6 +503,17 @@ impl Inner {
     }
 }
 
+/// The longest key the engine stores: it asserts (panics) on longer ones, so every
+/// call that takes a key refuses them first with [`StorageError::KeyTooLong`].
+pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
+
+fn check_key_len(op: &'static str, key: &[u8]) -> Result<(), StorageError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StorageError::KeyTooLong { op, len: key.len() });
+    }
+    Ok(())
+}
+
 /// A change that is applied (visible) and will be durable once [`Durable::wait`]
 /// returns `Ok`; see [`Storage::modify_applied`].
 #[must_use = "a change is not acknowledged until it is durable"]
@@ -665,6 +679,7 @@ impl Storage {
     /// Reads one key. May return a value whose write is not acknowledged yet.
     pub async fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.inner.check_open("get")?;
+        check_key_len("get", key)?;
         let key = key.to_vec();
         self.inner
             .run("get", false, move |inner| {
@@ -727,6 +742,7 @@ impl Storage {
         R: Send + 'static,
     {
         self.inner.check_writable("modify")?;
+        check_key_len("modify", &key)?;
         let (r, seq) = self
             .inner
             .run("modify", true, move |inner| {
@@ -779,6 +795,7 @@ impl Storage {
         change: Change,
     ) -> Result<(), StorageError> {
         self.inner.check_writable(op)?;
+        check_key_len(op, &key)?;
         let seq = self
             .inner
             .run(op, true, move |inner| {
@@ -856,6 +873,7 @@ impl Storage {
         limit: usize,
     ) -> Result<Rows, StorageError> {
         self.inner.check_open("scan")?;
+        check_key_len("scan", &prefix)?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();

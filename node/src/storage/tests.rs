@@ -194,6 +194,65 @@ async fn a_panicking_modify_closure_is_an_error_and_does_not_wedge_the_key() {
     );
 }
 
+/// The engine panics on keys over 65,535 bytes; the store refuses them first, on every
+/// call that takes a key, and stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_longer_than_the_engine_takes_are_refused_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let long = vec![b'k'; MAX_KEY_BYTES + 1];
+    let longest = vec![b'k'; MAX_KEY_BYTES];
+    let too_long =
+        |e: StorageError| matches!(e, StorageError::KeyTooLong { len, .. } if len == long.len());
+    assert!(too_long(s.get(Space::Data, &long).await.unwrap_err()));
+    assert!(too_long(
+        s.put(Space::Data, long.clone(), b"v".to_vec())
+            .await
+            .unwrap_err()
+    ));
+    assert!(too_long(
+        s.delete(Space::Data, long.clone()).await.unwrap_err()
+    ));
+    assert!(too_long(
+        s.modify(Space::Data, long.clone(), |_| (
+            Change::Put(b"v".to_vec()),
+            ()
+        ))
+        .await
+        .unwrap_err()
+    ));
+    // A side key of a batch is checked too, and the batch is not applied.
+    let side = long.clone();
+    let err = s
+        .modify_with(Space::Data, b"main".to_vec(), move |_| {
+            (
+                Edit {
+                    change: Change::Put(b"v".to_vec()),
+                    also: vec![(Space::Tombstones, side, Change::Put(b"t".to_vec()))],
+                },
+                (),
+            )
+        })
+        .await
+        .unwrap_err();
+    assert!(too_long(err));
+    assert_eq!(s.get(Space::Data, b"main").await.unwrap(), None);
+    assert!(too_long(
+        s.scan_prefix(Space::Data, long.clone(), 1)
+            .await
+            .unwrap_err()
+    ));
+    // The longest key the engine takes still works, and so does the store.
+    s.put(Space::Data, longest.clone(), b"v".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get(Space::Data, &longest).await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    s.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_close_and_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -107,6 +107,52 @@ async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<(
     Ok(())
 }
 
+/// Every request that names a key checks it, not only reads and writes: an admin's
+/// look at a key longer than the storage engine takes was passed to the engine, which
+/// panicked (the client saw the stream closed without an answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debug_look_at_an_oversized_key_is_refused_clearly() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    // An admin client with generous limits, so the node's own check is what refuses.
+    let mut opts = ClientOptions::new(
+        vec![cluster.nodes[0].addr.clone()],
+        cluster.settings.tls_config()?,
+    );
+    opts.limits = Limits {
+        max_key_bytes: 1 << 20,
+        max_value_bytes: 1 << 20,
+    };
+    let admin = Client::connect(opts).await?;
+    for len in [2048, 70_000] {
+        match admin.debug_replica(&vec![b'k'; len]).await {
+            Err(ClientError::Server(e)) => {
+                assert_eq!(e.code, ErrorCode::TooLarge, "{}", e.message);
+                assert!(
+                    e.message.contains(&format!(
+                        "key is {len} bytes, larger than the limit of 1024 bytes"
+                    )),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("a {len}-byte key was not refused by the node: {other:?}"),
+        }
+    }
+    // The CLI's own client refuses it before sending, with the same sentence.
+    let default_admin = cluster.client_only(0).await?;
+    let err = default_admin
+        .debug_replica(&vec![b'k'; 70_000])
+        .await
+        .expect_err("over the client's key limit");
+    assert!(err.to_string().contains("key is 70000 bytes"), "{err}");
+    // And the node still serves.
+    admin
+        .put(b"k", b"v".to_vec(), WriteOptions::default())
+        .await?;
+    assert!(admin.debug_replica(b"k").await?.state.is_some());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_bytes_do_not_hurt_the_node() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
