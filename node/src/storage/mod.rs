@@ -824,6 +824,9 @@ impl Storage {
         limit: usize,
     ) -> Result<Rows, StorageError> {
         self.inner.check_open("scan")?;
+        if let Some(after) = &after {
+            check_key_len("scan", after)?;
+        }
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -859,6 +862,12 @@ impl Storage {
         limit: usize,
     ) -> Result<Rows, StorageError> {
         self.inner.check_open("scan")?;
+        for bound in [Some(&lo), hi.as_ref(), after.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            check_key_len("scan", bound)?;
+        }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || inner.scan_range_blocking(space, lo, hi, after, limit))
             .await

@@ -242,6 +242,17 @@ async fn keys_longer_than_the_engine_takes_are_refused_without_a_panic() {
             .await
             .unwrap_err()
     ));
+    // So is a scan's cursor or bound (anti-entropy resumes after a key a peer names).
+    assert!(too_long(
+        s.scan(Space::Data, Some(long.clone()), 1)
+            .await
+            .unwrap_err()
+    ));
+    assert!(too_long(
+        s.scan_range(Space::Data, vec![0], None, Some(long.clone()), 1)
+            .await
+            .unwrap_err()
+    ));
     // The longest key the engine takes still works, and so does the store.
     s.put(Space::Data, longest.clone(), b"v".to_vec())
         .await
