@@ -45,13 +45,7 @@ fn storage_error(e: ReplicaError) -> Response {
 /// Refuses a key the node does not take (empty, or over `max_key_bytes`), as client
 /// reads and writes are refused: every request that names a key checks it first.
 fn check_key(node: &NodeState, key: &[u8]) -> Result<(), Response> {
-    node.limits.check_key(key).map_err(|e| {
-        let code = match e {
-            dynakv_common::Error::TooLarge { .. } => ErrorCode::TooLarge,
-            _ => ErrorCode::InvalidRequest,
-        };
-        refuse(code, e.to_string())
-    })
+    node.limits.check_key(key).map_err(coordinator::invalid)
 }
 
 /// Answers one request.
