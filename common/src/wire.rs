@@ -37,6 +37,12 @@ pub const CLOSE_DRAINED: u32 = 1;
 /// requests may or may not have been applied.
 pub const CLOSE_ABORTED: u32 = 2;
 
+/// Most keys one [`Request::ReplicaGetMany`] or [`Request::ReplicaPutMany`] may name:
+/// a node serves each one's keys in one go on its event loop, so an unbounded list would
+/// hold every other request of the node until it is done. Anti-entropy asks in chunks of
+/// 64.
+pub const MAX_KEYS_PER_REQUEST: usize = 1024;
+
 /// A request: from a client to any node, or from a node to a peer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -55,10 +61,12 @@ pub enum Request {
         state: Versioned,
         hint_for: Option<NodeId>,
     },
-    /// Peer (anti-entropy, reaping): your stored primary states of these keys. The answer
-    /// may stop early to stay within a frame; ask again for the rest.
+    /// Peer (anti-entropy, reaping): your stored primary states of these keys (at most
+    /// [`MAX_KEYS_PER_REQUEST`]). The answer may stop early to stay within a frame; ask
+    /// again for the rest.
     ReplicaGetMany { keys: Vec<Vec<u8>> },
-    /// Peer (anti-entropy): merge each state into your primary copy, durably.
+    /// Peer (anti-entropy): merge each state into your primary copy, durably (at most
+    /// [`MAX_KEYS_PER_REQUEST`]).
     ReplicaPutMany { states: Vec<(Vec<u8>, Versioned)> },
     /// Peer (anti-entropy): the hashes of these nodes of your tree of `partition` at
     /// `level` (0 is the root).

@@ -9,7 +9,7 @@ use dynakv_common::merkle::TreeShape;
 use dynakv_common::version::Versioned;
 use dynakv_common::wire::{
     DebugReplica, ErrorCode, LatencySummary, MemberStatus, Request, Response, StatusResponse,
-    WireError,
+    WireError, MAX_KEYS_PER_REQUEST,
 };
 use dynakv_common::NodeId;
 
@@ -46,6 +46,20 @@ fn storage_error(e: ReplicaError) -> Response {
 /// reads and writes are refused: every request that names a key checks it first.
 fn check_key(node: &NodeState, key: &[u8]) -> Result<(), Response> {
     node.limits.check_key(key).map_err(coordinator::invalid)
+}
+
+/// Refuses a peer request naming more keys than [`MAX_KEYS_PER_REQUEST`]: the node would
+/// serve them all before anything else.
+fn check_key_count(count: usize) -> Result<(), Response> {
+    if count > MAX_KEYS_PER_REQUEST {
+        return Err(refuse(
+            ErrorCode::InvalidRequest,
+            format!(
+                "a request may name at most {MAX_KEYS_PER_REQUEST} keys; this one names {count}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Answers one request.
@@ -120,6 +134,16 @@ pub async fn dispatch(node: &Arc<NodeState>, role: Role, req: Request) -> Respon
             shape,
             incarnation,
         } => {
+            // Only members ping: an unknown id would be remembered (its incarnation) for good.
+            if !node.membership.members().contains_key(&from) {
+                return refuse(
+                    ErrorCode::Misconfigured,
+                    format!(
+                        "{from} is not a member of this cluster as {me} knows it; every node must list the same members",
+                        me = node.membership.me()
+                    ),
+                );
+            }
             let mine = node.shape();
             if shape != mine {
                 return refuse(
@@ -221,6 +245,9 @@ async fn replica_put(
 }
 
 async fn replica_get_many(node: &NodeState, keys: Vec<Vec<u8>>) -> Response {
+    if let Err(refusal) = check_key_count(keys.len()) {
+        return refusal;
+    }
     let budget = node.limits.max_frame_bytes() / ANSWER_BUDGET_DIVISOR;
     let mut out = Vec::new();
     let mut size = 0usize;
@@ -248,6 +275,9 @@ async fn replica_get_many(node: &NodeState, keys: Vec<Vec<u8>>) -> Response {
 }
 
 async fn replica_put_many(node: &NodeState, states: Vec<(Vec<u8>, Versioned)>) -> Response {
+    if let Err(refusal) = check_key_count(states.len()) {
+        return refusal;
+    }
     for (key, state) in &states {
         if let Err(refusal) = well_formed(key, state, node) {
             return refusal;

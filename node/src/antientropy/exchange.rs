@@ -19,7 +19,7 @@ use dynakv_common::merkle::{diff_items, Descent};
 use dynakv_common::net::Exchange;
 use dynakv_common::ring::PartitionId;
 use dynakv_common::version::Versioned;
-use dynakv_common::wire::{ExchangeRecord, Request, Response};
+use dynakv_common::wire::{ExchangeRecord, Request, Response, MAX_KEYS_PER_REQUEST};
 use dynakv_common::NodeId;
 
 use super::trees::item_of;
@@ -28,6 +28,7 @@ use crate::state::NodeState;
 
 /// Keys repaired per chunk (one state request and one push each).
 const CHUNK: usize = 64;
+const _: () = assert!(CHUNK <= MAX_KEYS_PER_REQUEST);
 
 /// What one exchange did.
 #[derive(Debug, Clone)]

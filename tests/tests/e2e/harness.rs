@@ -251,6 +251,29 @@ impl Cluster {
         Ok((endpoint, conn))
     }
 
+    /// A raw connection to node `i` made with node `as_node`'s own certificate: what a
+    /// peer may send.
+    pub async fn peer_connection(
+        &self,
+        i: usize,
+        as_node: usize,
+    ) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+        let certs = self.dir.path().join(&self.nodes[as_node].id);
+        let tls = dynakv_client::tls::client_config(
+            &certs.join("ca.pem"),
+            &certs.join("node.pem"),
+            &certs.join("node.key.pem"),
+            dynakv_common::wire::ALPN,
+        )?;
+        let addr: std::net::SocketAddr = self.nodes[i].addr.parse()?;
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        endpoint.set_default_client_config(tls);
+        let conn = endpoint
+            .connect(addr, dynakv_common::wire::NODE_SERVER_NAME)?
+            .await?;
+        Ok((endpoint, conn))
+    }
+
     /// A client that talks only to node `i`.
     pub async fn client_only(&self, i: usize) -> anyhow::Result<Arc<Client>> {
         self.client_with(vec![self.nodes[i].addr.clone()]).await

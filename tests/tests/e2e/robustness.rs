@@ -153,6 +153,79 @@ async fn a_debug_look_at_an_oversized_key_is_refused_clearly() -> anyhow::Result
     Ok(())
 }
 
+/// What a peer certificate may ask is bounded too: a list of millions of keys held a
+/// node's event loop for seconds (its peers marked it down), and pings naming ids that
+/// are not members were each remembered for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_request_naming_too_many_keys_or_a_stranger_is_refused() -> anyhow::Result<()> {
+    use dynakv_common::wire::{ClusterShape, MAX_KEYS_PER_REQUEST};
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let (_endpoint, conn) = cluster.peer_connection(0, 1).await?;
+    let ask = |req: Request| {
+        let conn = conn.clone();
+        async move { dynakv_common::net::request(&conn, &req, 64 << 20, Duration::from_secs(60)).await }
+    };
+    let refusal = |resp: Response| match resp {
+        Response::Error(e) => e,
+        other => panic!("not refused: {:?}", std::mem::discriminant(&other)),
+    };
+    // One key over the limit, each kind of list.
+    let keys = vec![b"k".to_vec(); MAX_KEYS_PER_REQUEST + 1];
+    let e = refusal(ask(Request::ReplicaGetMany { keys: keys.clone() }).await?);
+    assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
+    assert!(
+        e.message
+            .contains(&format!("at most {MAX_KEYS_PER_REQUEST} keys")),
+        "{}",
+        e.message
+    );
+    let mut state = dynakv_common::Versioned::new();
+    state.update(
+        &dynakv_common::Clock::new(),
+        &dynakv_common::Actor("n2.1".into()),
+        Some(b"v".to_vec()),
+        0,
+    );
+    let states = keys.into_iter().map(|k| (k, state.clone())).collect();
+    let e = refusal(ask(Request::ReplicaPutMany { states }).await?);
+    assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
+    // At the limit, the list is served.
+    let keys = vec![b"k".to_vec(); MAX_KEYS_PER_REQUEST];
+    match ask(Request::ReplicaGetMany { keys }).await? {
+        Response::ReplicaStates(states) => assert!(!states.is_empty()),
+        other => panic!("a list at the limit was not served: {other:?}"),
+    }
+    // A ping in the cluster's own shape from an id that is not a member.
+    let members: Vec<dynakv_common::NodeId> = cluster
+        .nodes
+        .iter()
+        .map(|n| dynakv_common::NodeId::new(n.id.clone()))
+        .collect::<Result<_, _>>()?;
+    let shape = ClusterShape {
+        replicas: 3,
+        ring: dynakv_common::ring::Ring::new(64, &members)?.fingerprint(),
+        policy: Default::default(),
+    };
+    let ping = |from: &str| Request::Ping {
+        from: dynakv_common::NodeId::new(from).expect("a valid id"),
+        shape,
+        incarnation: 1,
+    };
+    assert!(
+        matches!(ask(ping(&members[1].to_string())).await?, Response::Pong),
+        "the test's shape is the cluster's: a member's ping is answered"
+    );
+    let e = refusal(ask(ping("n9")).await?);
+    assert_eq!(e.code, ErrorCode::Misconfigured, "{}", e.message);
+    assert!(e.message.contains("n9 is not a member"), "{}", e.message);
+    // And the node still serves.
+    let client = cluster.client_only(0).await?;
+    client
+        .put(b"k", b"v".to_vec(), WriteOptions::default())
+        .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_bytes_do_not_hurt_the_node() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
