@@ -40,6 +40,9 @@ pub struct AntiEntropy {
     limiter: Mutex<TokenBucket>,
     /// One exchange at a time.
     running: tokio::sync::Mutex<()>,
+    /// One admin round at a time ([`AntiEntropy::run_round`]), and how many have begun.
+    admin_round: tokio::sync::Mutex<()>,
+    admin_rounds_begun: AtomicU64,
     exchanges: AtomicU64,
     exchanges_with_differences: AtomicU64,
     keys_repaired: AtomicU64,
@@ -55,6 +58,8 @@ impl AntiEntropy {
             trees: Arc::new(Trees::new(partitions)?),
             limiter: Mutex::new(TokenBucket::new(keys_per_s, Instant::now())),
             running: tokio::sync::Mutex::new(()),
+            admin_round: tokio::sync::Mutex::new(()),
+            admin_rounds_begun: AtomicU64::new(0),
             exchanges: AtomicU64::new(0),
             exchanges_with_differences: AtomicU64::new(0),
             keys_repaired: AtomicU64::new(0),
@@ -129,10 +134,22 @@ impl AntiEntropy {
 
     /// Exchanges every partition with every other primary that is up, now (the
     /// exchange rate limit does not apply; the keys limit does).
+    ///
+    /// Admin rounds run one at a time, and requests that arrive while one is waiting or
+    /// running share the next: a round begun after a request arrived answers it, so any
+    /// number of concurrent requests cost at most two rounds, not one each.
     pub async fn run_round(node: &Arc<NodeState>) {
         if !node.anti_entropy.trees.is_ready() {
             return;
         }
+        let ae = &node.anti_entropy;
+        let arrived = ae.admin_rounds_begun.load(Ordering::SeqCst);
+        let _one_round = ae.admin_round.lock().await;
+        if ae.admin_rounds_begun.load(Ordering::SeqCst) > arrived {
+            // A round begun after this request arrived has just finished.
+            return;
+        }
+        ae.admin_rounds_begun.fetch_add(1, Ordering::SeqCst);
         for (p, peer) in AntiEntropy::schedule(node) {
             if node.membership.is_up(&peer) {
                 AntiEntropy::exchange_one(node, &peer, p).await;

@@ -162,3 +162,35 @@ async fn an_admin_runs_an_exchange_now_and_sees_what_it_did() -> anyhow::Result<
     }
     Ok(())
 }
+
+/// Admin rounds do not pile up: requests that arrive while one runs share the next
+/// round. A batch of 256 such requests ran 256 full rounds at once before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_admin_rounds_share_one_round() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        tweak: Arc::new(|c| c.anti_entropy = false),
+        ..Default::default()
+    })
+    .await?;
+    let admin = cluster.client_only(0).await?;
+    let exchanges = |s: &dynakv_common::wire::AntiEntropyStatus| s.exchanges;
+    let before = exchanges(&admin.anti_entropy(false).await?);
+    let one_round = exchanges(&admin.anti_entropy(true).await?) - before;
+    assert!(one_round > 0, "a round exchanges something");
+    let before = exchanges(&admin.anti_entropy(false).await?);
+    let mut asks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let admin = admin.clone();
+        asks.spawn(async move { admin.anti_entropy(true).await });
+    }
+    while let Some(status) = asks.join_next().await {
+        status??;
+    }
+    let after = exchanges(&admin.anti_entropy(false).await?);
+    assert!(
+        after - before <= 2 * one_round,
+        "8 concurrent requests ran {} exchanges; one round is {one_round}",
+        after - before
+    );
+    Ok(())
+}
