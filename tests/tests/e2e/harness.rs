@@ -242,13 +242,7 @@ impl Cluster {
         &self,
         i: usize,
     ) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
-        let addr: std::net::SocketAddr = self.nodes[i].addr.parse()?;
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        endpoint.set_default_client_config(self.settings.tls_config()?);
-        let conn = endpoint
-            .connect(addr, dynakv_common::wire::NODE_SERVER_NAME)?
-            .await?;
-        Ok((endpoint, conn))
+        self.connect_with(i, self.settings.tls_config()?).await
     }
 
     /// A raw connection to node `i` made with node `as_node`'s own certificate: what a
@@ -265,6 +259,15 @@ impl Cluster {
             &certs.join("node.key.pem"),
             dynakv_common::wire::ALPN,
         )?;
+        self.connect_with(i, tls).await
+    }
+
+    /// A raw QUIC connection to node `i` presenting `tls`'s certificate.
+    async fn connect_with(
+        &self,
+        i: usize,
+        tls: quinn::ClientConfig,
+    ) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
         let addr: std::net::SocketAddr = self.nodes[i].addr.parse()?;
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
         endpoint.set_default_client_config(tls);

@@ -27,14 +27,9 @@ async fn refused(addr: &str, tls: quinn::ClientConfig, what: &str) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<()> {
-    let cluster = Cluster::start(ClusterOptions {
-        tweak: Arc::new(|c| c.max_value_bytes = 4096),
-        ..Default::default()
-    })
-    .await?;
-    // A client with generous limits, so the node's own check is what refuses.
+/// Options for a client of node 0 (with the dev, admin certificate) that sends keys and
+/// values far over any node's limits, so the node's own check is what refuses them.
+fn unchecked_options(cluster: &Cluster) -> anyhow::Result<ClientOptions> {
     let mut opts = ClientOptions::new(
         vec![cluster.nodes[0].addr.clone()],
         cluster.settings.tls_config()?,
@@ -43,6 +38,17 @@ async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<(
         max_key_bytes: 1 << 20,
         max_value_bytes: 8 << 20,
     };
+    Ok(opts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        tweak: Arc::new(|c| c.max_value_bytes = 4096),
+        ..Default::default()
+    })
+    .await?;
+    let opts = unchecked_options(&cluster)?;
     let client = Client::connect(opts.clone()).await?;
     let err = client
         .put(b"big", vec![7u8; 8192], WriteOptions::default())
@@ -113,16 +119,7 @@ async fn oversized_values_and_keys_are_refused_by_the_node() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debug_look_at_an_oversized_key_is_refused_clearly() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    // An admin client with generous limits, so the node's own check is what refuses.
-    let mut opts = ClientOptions::new(
-        vec![cluster.nodes[0].addr.clone()],
-        cluster.settings.tls_config()?,
-    );
-    opts.limits = Limits {
-        max_key_bytes: 1 << 20,
-        max_value_bytes: 1 << 20,
-    };
-    let admin = Client::connect(opts).await?;
+    let admin = Client::connect(unchecked_options(&cluster)?).await?;
     for len in [2048, 70_000] {
         match admin.debug_replica(&vec![b'k'; len]).await {
             Err(ClientError::Server(e)) => {
