@@ -92,6 +92,9 @@ pub struct BenchReport {
     pub stats: Vec<OpStats>,
     /// Up to five distinct error messages seen.
     pub sample_errors: Vec<String>,
+    /// Reads sent to a second node as well because the first had not answered within
+    /// the client's hedge delay (see `ClientOptions::read_hedge`).
+    pub hedged_reads: u64,
 }
 
 struct WorkerResult {
@@ -185,6 +188,8 @@ pub async fn run(
         }));
     }
     warmed.wait().await;
+    let hedged = |clients: &[Arc<Client>]| clients.iter().map(|c| c.hedged_reads()).sum::<u64>();
+    let hedged_before = hedged(&clients);
     let started = Instant::now();
     // Stopped once every worker is done (a worker may wait for one more operation).
     let pacer = schedule.as_ref().map(|s| s.start(started));
@@ -248,6 +253,7 @@ pub async fn run(
         rate: opts.rate,
         stats,
         sample_errors,
+        hedged_reads: hedged(&clients) - hedged_before,
     })
 }
 
@@ -446,6 +452,12 @@ pub fn render(report: &BenchReport) -> String {
             ms(s.p99_us),
             ms(s.p999_us),
             ms(s.max_us)
+        ));
+    }
+    if report.hedged_reads > 0 {
+        out.push_str(&format!(
+            "{} reads hedged: sent to a second node after no answer from the first within the hedge delay\n",
+            report.hedged_reads
         ));
     }
     for e in &report.sample_errors {

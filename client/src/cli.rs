@@ -62,6 +62,15 @@ struct Cli {
     /// Server-side deadline for the request, in milliseconds [default: the node's].
     #[arg(long, global = true)]
     timeout_ms: Option<u32>,
+    /// Send a read with no answer after this many milliseconds to another node too (the
+    /// first answer wins, and the slow node is passed over for 2 s); 0: never.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        default_value_t = crate::client::DEFAULT_READ_HEDGE.as_millis() as u64
+    )]
+    read_hedge_ms: u64,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -299,14 +308,19 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     })?)
 }
 
-async fn connect(settings: &Settings, nodes: Vec<String>) -> anyhow::Result<Arc<Client>> {
-    connect_with(settings, nodes, true).await
+async fn connect(
+    settings: &Settings,
+    nodes: Vec<String>,
+    read_hedge: Option<Duration>,
+) -> anyhow::Result<Arc<Client>> {
+    connect_with(settings, nodes, true, read_hedge).await
 }
 
 async fn connect_with(
     settings: &Settings,
     nodes: Vec<String>,
     coalesce: bool,
+    read_hedge: Option<Duration>,
 ) -> anyhow::Result<Arc<Client>> {
     let mut opts = ClientOptions::new(nodes, settings.tls_config()?);
     // The nodes enforce their own (configurable) limits and say which; the CLI only
@@ -316,6 +330,7 @@ async fn connect_with(
         max_value_bytes: LARGEST_MAX_VALUE_BYTES,
     };
     opts.coalesce = coalesce;
+    opts.read_hedge = read_hedge;
     Ok(Client::connect(opts).await?)
 }
 
@@ -367,6 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let s = settings(&cli)?;
+    let hedge = (cli.read_hedge_ms > 0).then(|| Duration::from_millis(cli.read_hedge_ms));
     let out = &mut std::io::stdout().lock();
     match &cli.command {
         Cmd::Put {
@@ -396,7 +412,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 context: parse_context(context.as_deref())?,
                 timeout_ms: cli.timeout_ms,
             };
-            let client = connect(&s, s.nodes.clone()).await?;
+            let client = connect(&s, s.nodes.clone(), hedge).await?;
             let r = client.put(key.as_bytes(), value, opts).await?;
             print_write(out, cli.json, "ok", &r)?;
             client.close().await;
@@ -408,7 +424,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             strict,
         } => {
             let context = parse_context(context.as_deref())?;
-            let client = connect(&s, s.nodes.clone()).await?;
+            let client = connect(&s, s.nodes.clone(), hedge).await?;
             let context = match context {
                 Some(c) => c,
                 None => {
@@ -438,7 +454,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             strict,
             read_repair,
         } => {
-            let client = connect(&s, s.nodes.clone()).await?;
+            let client = connect(&s, s.nodes.clone(), hedge).await?;
             let g = client
                 .get(
                     key.as_bytes(),
@@ -478,7 +494,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client.close().await;
         }
         Cmd::Status => {
-            let client = connect(&s, s.nodes.clone()).await?;
+            let client = connect(&s, s.nodes.clone(), hedge).await?;
             let st = client.status().await?;
             if cli.json {
                 let members: Vec<_> = st
@@ -561,7 +577,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Debug {
             command: DebugCmd::Replica { key },
         } => {
-            let client = connect(&s, s.nodes.clone()).await?;
+            let client = connect(&s, s.nodes.clone(), hedge).await?;
             let d = client.debug_replica(key.as_bytes()).await?;
             if cli.json {
                 writeln!(out, "{}", crate::show::debug_json(&d))?;
@@ -573,7 +589,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Admin {
             command: AdminCmd::Faults { set, clear },
         } => {
-            let client = connect(&s, s.nodes.clone()).await?;
+            let client = connect(&s, s.nodes.clone(), hedge).await?;
             if *clear {
                 client.set_faults(Default::default()).await?;
             } else if let Some(path) = set {
@@ -594,7 +610,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Admin {
             command: AdminCmd::AntiEntropy { now },
         } => {
-            let client = connect(&s, s.nodes.clone()).await?;
+            let client = connect(&s, s.nodes.clone(), hedge).await?;
             let st = client.anti_entropy(*now).await?;
             if cli.json {
                 writeln!(out, "{}", serde_json::to_string(&st)?)?;
@@ -628,7 +644,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // Each client starts at a different node so load is spread over the cluster.
                 let mut order = s.nodes.clone();
                 order.rotate_left(i);
-                clients.push(connect_with(&s, order, !args.no_coalesce).await?);
+                clients.push(connect_with(&s, order, !args.no_coalesce, hedge).await?);
             }
             // An R or W the cluster cannot meet would fail every operation: say so now.
             let n = usize::from(clients[0].status().await?.replicas);

@@ -7,9 +7,15 @@
 //! "quorum not reached" — is final. Because a write whose connection broke may already
 //! have been applied, a retried write can leave a sibling: that is the price of never
 //! silently dropping a write.
+//!
+//! Reads are also hedged (Cassandra's speculative retry, "The Tail at Scale"): a get
+//! that has no answer after [`ClientOptions::read_hedge`] is sent to another node as
+//! well, the first answer wins, and the slow node is passed over for a while. A paused,
+//! partitioned or dead node then costs a read that delay, not a connection timeout.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Added to a request's own deadline before the client stops waiting for the answer.
 const ANSWER_MARGIN: Duration = Duration::from_secs(2);
+/// How long a read waits for its node before it is also sent to another. Far above a
+/// healthy read's latency (milliseconds on a LAN, even under load), so a hedge answers
+/// a node that stalls, not the ordinary tail.
+pub const DEFAULT_READ_HEDGE: Duration = Duration::from_millis(250);
+/// How long a node whose read had to be hedged is passed over for reads and writes.
+pub const DEFAULT_SUSPECT_FOR: Duration = Duration::from_secs(2);
+/// Hedges a client may send beyond [`HEDGE_PERCENT`] of its reads: room for a node
+/// that stalls, while a slow cluster cannot have its read load doubled by hedges.
+const HEDGE_BURST: u64 = 10;
+/// Hedged reads allowed per hundred reads, on top of [`HEDGE_BURST`].
+const HEDGE_PERCENT: u64 = 10;
 
 /// Everything a client needs to reach a cluster.
 #[derive(Clone)]
@@ -60,6 +77,15 @@ pub struct ClientOptions {
     /// nodes do among themselves. A lone request waits for nothing; under concurrency
     /// it saves packets and wake-ups on both ends. Off: one stream per request.
     pub coalesce: bool,
+    /// Speculative reads: a get with no answer after this long is sent to another
+    /// replica (or node) too, and the first answer wins; the slow node is then passed
+    /// over for [`ClientOptions::suspect_for`]. At most 10% of reads (plus a burst of
+    /// 10) are hedged. Writes never are: a write that may have been applied is not sent
+    /// twice. None: off.
+    pub read_hedge: Option<Duration>,
+    /// How long a node whose read had to be hedged is passed over (it is still used
+    /// when no other replica can be reached).
+    pub suspect_for: Duration,
 }
 
 impl ClientOptions {
@@ -73,6 +99,8 @@ impl ClientOptions {
             limits: Limits::default(),
             route_by_key: true,
             coalesce: true,
+            read_hedge: Some(DEFAULT_READ_HEDGE),
+            suspect_for: DEFAULT_SUSPECT_FOR,
         }
     }
 }
@@ -221,6 +249,48 @@ pub struct Client {
     refreshing: AtomicBool,
     /// One coalescer per node address (see [`ClientOptions::coalesce`]).
     coalescers: std::sync::Mutex<HashMap<String, Coalescer>>,
+    /// Nodes whose reads had to be hedged, and until when they are passed over.
+    suspects: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Reads sent with a hedge armed, and hedges sent (for the budget and the stats).
+    hedgeable_reads: AtomicU64,
+    hedged_reads: AtomicU64,
+}
+
+/// Where an attempt of a request was sent, once it was (the node a hedge avoids).
+type SentTo = std::sync::Mutex<Option<String>>;
+
+/// Runs `first`; if it is still pending after `after`, asks `backup` for a second
+/// attempt (None: keep waiting for the first alone) and answers with whichever succeeds
+/// first, or with the failure of the one that finished last.
+async fn hedge<T, E, F2>(
+    first: impl Future<Output = Result<T, E>>,
+    after: Duration,
+    backup: impl FnOnce() -> Option<F2>,
+) -> Result<T, E>
+where
+    F2: Future<Output = Result<T, E>>,
+{
+    tokio::pin!(first);
+    tokio::select! {
+        biased;
+        result = &mut first => return result,
+        () = tokio::time::sleep(after) => {}
+    }
+    let Some(second) = backup() else {
+        return first.await;
+    };
+    tokio::pin!(second);
+    tokio::select! {
+        biased;
+        result = &mut first => match result {
+            Ok(v) => Ok(v),
+            Err(_) => second.await,
+        },
+        result = &mut second => match result {
+            Ok(v) => Ok(v),
+            Err(_) => first.await,
+        },
+    }
 }
 
 /// What one attempt's outcome means for a request.
@@ -250,6 +320,13 @@ fn judge(outcome: Result<Response, ConnError>, is_write: bool) -> Attempt {
             }))
         }
         Err(e) => Attempt::Next(e.to_string()),
+    }
+}
+
+/// Notes in `sent_to` (if any) that an attempt goes to `addr`.
+fn record(sent_to: Option<&SentTo>, addr: &str) {
+    if let Some(sent_to) = sent_to {
+        *sent_to.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_string());
     }
 }
 
@@ -303,13 +380,25 @@ impl Client {
             unreachable: std::sync::Mutex::new(HashMap::new()),
             refreshing: AtomicBool::new(false),
             coalescers: std::sync::Mutex::new(HashMap::new()),
+            suspects: std::sync::Mutex::new(HashMap::new()),
+            hedgeable_reads: AtomicU64::new(0),
+            hedged_reads: AtomicU64::new(0),
         }
     }
 
     /// Learns the ring from the connected node's status (no routing if that fails: the
-    /// connected node then coordinates, forwarding writes as needed).
+    /// connected node then coordinates, forwarding writes as needed). When reads to the
+    /// connected node had to be hedged lately, it asks (and connects to) another node:
+    /// the request waiting for the view would otherwise wait on the stalled node.
     async fn refresh_routing(&self) {
-        let routing = match self.request(&Request::Status).await {
+        let avoid = self
+            .current_addr()
+            .await
+            .filter(|addr| self.suspected(addr));
+        let routing = match self
+            .request_via(&Request::Status, avoid.as_deref(), None)
+            .await
+        {
             Ok(Response::Status(s)) => Routing::from_status(&s).map(Arc::new),
             _ => None,
         };
@@ -401,10 +490,17 @@ impl Client {
     /// order, the next when one cannot take it), or through the connected node when the
     /// client does not route by key or no replica could be reached. Replicas the status
     /// shows down, being dialled by another request, or in their back-off are skipped
-    /// at once, so no request but the one dialling waits on a connect timeout. Writes
-    /// move on only when they certainly never reached a replica, as in
-    /// [`Client::request`].
-    async fn request_for_key(&self, key: &[u8], req: &Request) -> Result<Response, ClientError> {
+    /// at once, so no request but the one dialling waits on a connect timeout; nodes
+    /// whose reads were hedged lately go last. Writes move on only when they certainly
+    /// never reached a replica, as in [`Client::request`]. `avoid` is a node not to send
+    /// to (a hedge's slow one); `sent_to` learns where each attempt went.
+    async fn request_for_key(
+        &self,
+        key: &[u8],
+        req: &Request,
+        avoid: Option<&str>,
+        sent_to: Option<&SentTo>,
+    ) -> Result<Response, ClientError> {
         let mut routing = self.routing();
         if routing.as_ref().is_some_and(|r| self.needs_refresh(r))
             && !self.refreshing.swap(true, Ordering::AcqRel)
@@ -414,24 +510,32 @@ impl Client {
             routing = self.routing();
         }
         let Some(routing) = routing else {
-            return self.request(req).await;
+            return self.request_via(req, avoid, sent_to).await;
         };
         let replicas = routing.replicas(key);
         // The node this client is connected to serves the key as well as any other
         // replica: no second connection, and the client's choice of node stands.
         if let Some(current) = self.current_addr().await {
-            if replicas.contains(&current) {
-                return self.request(req).await;
+            if replicas.contains(&current)
+                && avoid != Some(current.as_str())
+                && !self.suspected(&current)
+            {
+                return self.request_via(req, avoid, sent_to).await;
             }
         }
         let max_frame = self.options.limits.max_frame_bytes();
         let is_write = matches!(req, Request::Put(_));
         let timeout = self.attempt_timeout(req);
-        for addr in replicas {
+        let (trusted, suspected): (Vec<String>, Vec<String>) = replicas
+            .into_iter()
+            .filter(|addr| avoid != Some(addr.as_str()))
+            .partition(|addr| !self.suspected(addr));
+        for addr in trusted.into_iter().chain(suspected) {
             let conn = match self.conn_to(&addr).await {
                 Ok(c) => c,
                 Err(_) => continue,
             };
+            record(sent_to, &addr);
             let outcome = self.exchange(&addr, &conn, req, max_frame, timeout).await;
             let broken = outcome.is_err();
             match judge(outcome, is_write) {
@@ -458,7 +562,65 @@ impl Client {
                 Attempt::Next(_) => {}
             }
         }
-        self.request(req).await
+        self.request_via(req, avoid, sent_to).await
+    }
+
+    /// A read sent as [`Client::request_for_key`] does, hedged after `after` (see
+    /// [`ClientOptions::read_hedge`]): the hedge goes to another node, and the slow one
+    /// is passed over for a while.
+    async fn hedged_read(
+        &self,
+        key: &[u8],
+        req: &Request,
+        after: Duration,
+    ) -> Result<Response, ClientError> {
+        self.hedgeable_reads.fetch_add(1, Ordering::Relaxed);
+        let sent_to = SentTo::default();
+        let first = self.request_for_key(key, req, None, Some(&sent_to));
+        hedge(first, after, || {
+            // Not yet sent (still dialling): there is nothing to hedge against.
+            let slow = sent_to.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+            if !self.take_hedge() {
+                return None;
+            }
+            self.suspects
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(slow.clone(), Instant::now() + self.options.suspect_for);
+            Some(async move { self.request_for_key(key, req, Some(&slow), None).await })
+        })
+        .await
+    }
+
+    /// Spends one hedge from the budget: [`HEDGE_BURST`] plus [`HEDGE_PERCENT`] of the
+    /// reads so far. False when it is spent.
+    fn take_hedge(&self) -> bool {
+        let allowed =
+            HEDGE_BURST + self.hedgeable_reads.load(Ordering::Relaxed) * HEDGE_PERCENT / 100;
+        self.hedged_reads
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sent| {
+                (sent < allowed).then_some(sent + 1)
+            })
+            .is_ok()
+    }
+
+    /// Whether `addr` had a read hedged lately (and is passed over until then).
+    fn suspected(&self, addr: &str) -> bool {
+        let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        match suspects.get(addr) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                suspects.remove(addr);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Reads hedged so far: sent to a second node because the first had not answered
+    /// within [`ClientOptions::read_hedge`].
+    pub fn hedged_reads(&self) -> u64 {
+        self.hedged_reads.load(Ordering::Relaxed)
     }
 
     /// How long one attempt waits: the request's own deadline plus a margin, or the
@@ -563,11 +725,31 @@ impl Client {
     /// A write is retried elsewhere only if it certainly never reached the first node:
     /// retrying a write that may have been applied could store it twice, as a sibling.
     pub async fn request(&self, req: &Request) -> Result<Response, ClientError> {
+        self.request_via(req, None, None).await
+    }
+
+    /// [`Client::request`], moving off the connected node first when it is `avoid`, and
+    /// noting in `sent_to` where each attempt went.
+    async fn request_via(
+        &self,
+        req: &Request,
+        avoid: Option<&str>,
+        sent_to: Option<&SentTo>,
+    ) -> Result<Response, ClientError> {
         let max_frame = self.options.limits.max_frame_bytes();
         let is_write = matches!(req, Request::Put(_));
         // Wait at least as long as the node was asked to, plus a margin for the answer.
         let timeout = self.attempt_timeout(req);
-        let mut failed = None;
+        let mut failed = match avoid {
+            Some(avoid) => self
+                .current
+                .lock()
+                .await
+                .as_ref()
+                .filter(|c| self.options.nodes[c.index] == avoid)
+                .map(|c| c.index),
+            None => None,
+        };
         let mut attempts = Vec::new();
         for _ in 0..self.options.nodes.len() {
             let (index, conn) = match self.connection(failed).await {
@@ -579,6 +761,7 @@ impl Client {
                 Err(e) => return Err(e),
             };
             let addr = &self.options.nodes[index];
+            record(sent_to, addr);
             match judge(
                 self.exchange(addr, &conn, req, max_frame, timeout).await,
                 is_write,
@@ -603,7 +786,11 @@ impl Client {
             read_repair: opts.read_repair,
             timeout_ms: opts.timeout_ms,
         });
-        match self.request_for_key(key, &req).await? {
+        let response = match self.options.read_hedge {
+            Some(after) => self.hedged_read(key, &req, after).await?,
+            None => self.request_for_key(key, &req, None, None).await?,
+        };
+        match response {
             Response::Get(g) => Ok(GetResult {
                 values: g.values,
                 context: g.context,
@@ -646,7 +833,7 @@ impl Client {
             timeout_ms: opts.timeout_ms,
             forwarded: false,
         });
-        match self.request_for_key(key, &req).await? {
+        match self.request_for_key(key, &req, None, None).await? {
             Response::Put(p) => Ok(PutResult {
                 context: p.context,
                 replicas_acked: p.replicas_acked,
@@ -769,5 +956,92 @@ mod tests {
         assert!(until >= started + connect_timeout + UNREACHABLE_BACKOFF);
         let err = client.conn_to(&addr).await.unwrap_err();
         assert!(err.to_string().contains("moments ago"), "{err}");
+    }
+
+    /// An attempt that answers `value` after `after` (virtual time).
+    async fn answer(
+        after: Duration,
+        value: Result<u32, &'static str>,
+    ) -> Result<u32, &'static str> {
+        tokio::time::sleep(after).await;
+        value
+    }
+
+    const HEDGE: Duration = Duration::from_millis(250);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_answered_within_the_hedge_delay_sends_no_hedge() {
+        let mut hedged = false;
+        let result = hedge(answer(Duration::from_millis(10), Ok(1)), HEDGE, || {
+            hedged = true;
+            Some(answer(Duration::ZERO, Ok(2)))
+        })
+        .await;
+        assert_eq!(result, Ok(1));
+        assert!(!hedged);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_still_pending_at_the_delay_is_hedged_and_the_first_answer_wins() {
+        let started = tokio::time::Instant::now();
+        let stalled = std::future::pending::<Result<u32, &'static str>>();
+        let result = hedge(stalled, HEDGE, || {
+            Some(answer(Duration::from_millis(5), Ok(2)))
+        })
+        .await;
+        assert_eq!(result, Ok(2));
+        assert_eq!(started.elapsed(), HEDGE + Duration::from_millis(5));
+        // The slow attempt answering first wins as well.
+        let result = hedge(answer(Duration::from_millis(260), Ok(1)), HEDGE, || {
+            Some(answer(Duration::from_millis(100), Ok(2)))
+        })
+        .await;
+        assert_eq!(result, Ok(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_attempt_waits_for_the_other_and_two_failures_give_the_last() {
+        let ms = Duration::from_millis;
+        // The first fails after the hedge went out: the hedge's answer counts.
+        let result = hedge(answer(ms(300), Err("first")), HEDGE, || {
+            Some(answer(ms(100), Ok(2)))
+        })
+        .await;
+        assert_eq!(result, Ok(2));
+        // The hedge fails: the first's answer counts.
+        let result = hedge(answer(ms(500), Ok(1)), HEDGE, || {
+            Some(answer(ms(10), Err("hedge")))
+        })
+        .await;
+        assert_eq!(result, Ok(1));
+        // Both fail: the one that failed last says why.
+        let result = hedge(answer(ms(500), Err("first")), HEDGE, || {
+            Some(answer(ms(10), Err("hedge")))
+        })
+        .await;
+        assert_eq!(result, Err("first"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_hedge_to_send_the_first_attempt_is_awaited_alone() {
+        let result = hedge(answer(Duration::from_secs(5), Ok(1)), HEDGE, || {
+            None::<std::future::Ready<Result<u32, &'static str>>>
+        })
+        .await;
+        assert_eq!(result, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn hedges_are_limited_to_a_burst_and_a_tenth_of_the_reads() {
+        let client = unconnected(Duration::from_secs(1));
+        let granted = (0..HEDGE_BURST + 5).filter(|_| client.take_hedge()).count();
+        assert_eq!(granted as u64, HEDGE_BURST);
+        client.hedgeable_reads.fetch_add(100, Ordering::Relaxed);
+        let granted = (0..100).filter(|_| client.take_hedge()).count();
+        assert_eq!(granted as u64, 100 * HEDGE_PERCENT / 100);
+        assert_eq!(
+            client.hedged_reads(),
+            HEDGE_BURST + 100 * HEDGE_PERCENT / 100
+        );
     }
 }

@@ -260,8 +260,10 @@ impl LabCluster {
     ) -> Result<Arc<Client>, LabError> {
         let tls = self.settings.tls_config().map_err(|e| lab_err("tls", e))?;
         let mut opts = ClientOptions::new(order, tls);
-        // The lab chooses the node each request goes through (its routing setting).
+        // The lab chooses the node each request goes through (its routing setting), and
+        // a read goes through that node alone: no hedge to another.
         opts.route_by_key = false;
+        opts.read_hedge = None;
         opts.connect_timeout = connect_timeout;
         opts.request_timeout = timeout;
         Client::connect(opts)

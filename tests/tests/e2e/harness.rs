@@ -306,6 +306,28 @@ impl Cluster {
         }
     }
 
+    /// Stops node `i`'s process with SIGSTOP: its sockets stay open and it answers
+    /// nothing, as a stalled host would. [`Cluster::resume`] (or the cluster's end, which
+    /// kills it) undoes it.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// Lets node `i` run again after [`Cluster::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: libc::c_int) {
+        if let Some(child) = &self.nodes[i].child {
+            // SAFETY: kill(2) on the pid of a child this harness started and has not
+            // reaped (it is still `Some`), so the pid is not reused.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
     /// Stops node `i` cleanly with SIGTERM and waits for it to exit.
     pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
         if let Some(mut child) = self.nodes[i].child.take() {

@@ -1,12 +1,15 @@
 //! A client that routes by key around a node the cluster shows down: keys whose first
 //! replica is that node go at once to another replica, never through a connect attempt
-//! to the dead node on the request path.
+//! to the dead node on the request path. And around a node that stalls unnoticed: a
+//! read it does not answer is hedged to another replica, and the client's next reads
+//! and writes pass it over.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynakv_client::{Client, ClientOptions, ReadOptions, WriteOptions};
+use dynakv_common::quorum::Quorum;
 
 use crate::harness::{Cluster, ClusterOptions};
 
@@ -139,6 +142,56 @@ async fn keys_whose_first_replica_is_down_go_to_a_live_replica_at_once() -> anyh
             done.load(Ordering::Relaxed)
         ),
     }
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_connected_node_leaves_unanswered_is_hedged_and_the_node_passed_over(
+) -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 3,
+        replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    // Connected to n1 (listed first), which is a replica of every key (N=3).
+    let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
+    opts.read_hedge = Some(Duration::from_millis(200));
+    // Passed over for longer than the test takes: what follows does not depend on speed.
+    opts.suspect_for = Duration::from_secs(600);
+    let client = Client::connect(opts).await?;
+    client
+        .put(b"k", b"v".to_vec(), WriteOptions::with_w(Quorum::All))
+        .await?;
+    anyhow::ensure!(client.hedged_reads() == 0);
+
+    // n1 stalls: its sockets stay open, so its connection looks alive until QUIC's idle
+    // timeout, and the cluster has not yet noticed.
+    cluster.pause(SEED);
+    let got = tokio::time::timeout(GUARD, client.get(b"k", ReadOptions::default())).await??;
+    anyhow::ensure!(got.values == vec![b"v".to_vec()], "{got:?}");
+    anyhow::ensure!(
+        client.hedged_reads() == 1,
+        "the read should have been hedged once, was {}",
+        client.hedged_reads()
+    );
+
+    // The next write goes to another replica: sent to the stalled n1 it would have no
+    // answer and fail as "may or may not have been applied" when the connection timed out.
+    client
+        .put(b"k2", b"v2".to_vec(), WriteOptions::default())
+        .await?;
+    // And the next read too, without another hedge.
+    let got = client.get(b"k2", ReadOptions::default()).await?;
+    anyhow::ensure!(got.values == vec![b"v2".to_vec()], "{got:?}");
+    anyhow::ensure!(
+        client.hedged_reads() == 1,
+        "a read went to the stalled node again: {} hedges",
+        client.hedged_reads()
+    );
+    cluster.resume(SEED);
     client.close().await;
     Ok(())
 }
