@@ -580,6 +580,11 @@ impl Client {
         hedge(first, after, || {
             // Not yet sent (still dialling): there is nothing to hedge against.
             let slow = sent_to.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+            // Knowing no other node (no ring, one address), a hedge could only go to
+            // the same one.
+            if self.routing().is_none() && self.options.nodes.len() < 2 {
+                return None;
+            }
             if !self.take_hedge() {
                 return None;
             }
