@@ -63,7 +63,8 @@ struct Cli {
     #[arg(long, global = true)]
     timeout_ms: Option<u32>,
     /// Send a read with no answer after this many milliseconds to another node too (the
-    /// first answer wins, and the slow node is passed over for 2 s); 0: never.
+    /// first answer wins, and the slow node is passed over for 2 s); a write met with
+    /// silence that long passes its node over too (it is not sent again); 0: neither.
     #[arg(
         long,
         global = true,

@@ -12,6 +12,9 @@
 //! that has no answer after [`ClientOptions::read_hedge`] is sent to another node as
 //! well, the first answer wins, and the slow node is passed over for a while. A paused,
 //! partitioned or dead node then costs a read that delay, not a connection timeout.
+//! Writes are never sent twice, but one that meets silence (no answer and not a single
+//! datagram from its node within that delay) passes the node over too, so the client's
+//! next writes go elsewhere.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,10 +84,11 @@ pub struct ClientOptions {
     /// replica (or node) too, and the first answer wins; the slow node is then passed
     /// over for [`ClientOptions::suspect_for`]. At most 10% of reads (plus a burst of
     /// 10) are hedged. Writes never are: a write that may have been applied is not sent
-    /// twice. None: off.
+    /// twice; but a write with no answer after this long, whose node has sent nothing
+    /// at all since, passes that node over as well. None: neither.
     pub read_hedge: Option<Duration>,
-    /// How long a node whose read had to be hedged is passed over (it is still used
-    /// when no other replica can be reached).
+    /// How long a node whose read had to be hedged (or whose write met silence) is
+    /// passed over (it is still used when no other replica can be reached).
     pub suspect_for: Duration,
 }
 
@@ -257,7 +261,24 @@ pub struct Client {
 }
 
 /// Where an attempt of a request was sent, once it was (the node a hedge avoids).
-type SentTo = std::sync::Mutex<Option<String>>;
+type SentTo = std::sync::Mutex<Option<Sent>>;
+
+/// One attempt of a request: its node, the connection, and how many datagrams had
+/// come from the node on it when the attempt was sent.
+#[derive(Clone)]
+struct Sent {
+    addr: String,
+    conn: quinn::Connection,
+    received: u64,
+}
+
+impl Sent {
+    /// Whether nothing at all (not even an acknowledgement) came from the node since
+    /// the attempt was sent: a stalled or dead node, not a slow one.
+    fn silent(&self) -> bool {
+        self.conn.stats().udp_rx.datagrams == self.received
+    }
+}
 
 /// Runs `first`; if it is still pending after `after`, asks `backup` for a second
 /// attempt (None: keep waiting for the first alone) and answers with whichever succeeds
@@ -323,10 +344,14 @@ fn judge(outcome: Result<Response, ConnError>, is_write: bool) -> Attempt {
     }
 }
 
-/// Notes in `sent_to` (if any) that an attempt goes to `addr`.
-fn record(sent_to: Option<&SentTo>, addr: &str) {
+/// Notes in `sent_to` (if any) that an attempt goes to `addr` over `conn`.
+fn record(sent_to: Option<&SentTo>, addr: &str, conn: &quinn::Connection) {
     if let Some(sent_to) = sent_to {
-        *sent_to.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_string());
+        *sent_to.lock().unwrap_or_else(|p| p.into_inner()) = Some(Sent {
+            addr: addr.to_string(),
+            conn: conn.clone(),
+            received: conn.stats().udp_rx.datagrams,
+        });
     }
 }
 
@@ -535,7 +560,7 @@ impl Client {
                 Ok(c) => c,
                 Err(_) => continue,
             };
-            record(sent_to, &addr);
+            record(sent_to, &addr, &conn);
             let outcome = self.exchange(&addr, &conn, req, max_frame, timeout).await;
             let broken = outcome.is_err();
             match judge(outcome, is_write) {
@@ -579,7 +604,12 @@ impl Client {
         let first = self.request_for_key(key, req, None, Some(&sent_to));
         hedge(first, after, || {
             // Not yet sent (still dialling): there is nothing to hedge against.
-            let slow = sent_to.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+            let slow = sent_to
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()?
+                .addr
+                .clone();
             // Knowing no other node (no ring, one address), a hedge could only go to
             // the same one.
             if self.routing().is_none() && self.options.nodes.len() < 2 {
@@ -588,13 +618,66 @@ impl Client {
             if !self.take_hedge() {
                 return None;
             }
-            self.suspects
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(slow.clone(), Instant::now() + self.options.suspect_for);
+            self.suspect(&slow);
             Some(async move { self.request_for_key(key, req, Some(&slow), None).await })
         })
         .await
+    }
+
+    /// A write sent as [`Client::request_for_key`] does, watched: if it has no answer
+    /// after `after` and its node has sent nothing at all on the connection since (not
+    /// even an acknowledgement of the request's packets), the node is stalled or dead,
+    /// not slow, and is passed over for [`ClientOptions::suspect_for`]: the client's
+    /// next requests go to another replica while this write waits for its answer (or
+    /// the connection's timeout). The write itself is never sent twice.
+    async fn watched_write(
+        &self,
+        key: &[u8],
+        req: &Request,
+        after: Duration,
+    ) -> Result<Response, ClientError> {
+        let sent_to = SentTo::default();
+        let write = self.request_for_key(key, req, None, Some(&sent_to));
+        tokio::pin!(write);
+        tokio::select! {
+            biased;
+            result = &mut write => return result,
+            () = tokio::time::sleep(after) => {}
+        }
+        let silent = sent_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|sent| sent.silent())
+            .map(|sent| sent.addr.clone());
+        if let Some(addr) = silent {
+            self.suspect(&addr);
+        }
+        write.await
+    }
+
+    /// Passes `addr` over for [`ClientOptions::suspect_for`].
+    fn suspect(&self, addr: &str) {
+        self.suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_string(), Instant::now() + self.options.suspect_for);
+    }
+
+    /// The nodes passed over for now, because a read to them had to be hedged or a
+    /// write to them met silence.
+    pub fn passed_over(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut nodes: Vec<String> = self
+            .suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(addr, _)| addr.clone())
+            .collect();
+        nodes.sort();
+        nodes
     }
 
     /// Spends one hedge from the budget: [`HEDGE_BURST`] plus [`HEDGE_PERCENT`] of the
@@ -766,7 +849,7 @@ impl Client {
                 Err(e) => return Err(e),
             };
             let addr = &self.options.nodes[index];
-            record(sent_to, addr);
+            record(sent_to, addr, &conn);
             match judge(
                 self.exchange(addr, &conn, req, max_frame, timeout).await,
                 is_write,
@@ -838,7 +921,11 @@ impl Client {
             timeout_ms: opts.timeout_ms,
             forwarded: false,
         });
-        match self.request_for_key(key, &req, None, None).await? {
+        let response = match self.options.read_hedge {
+            Some(after) => self.watched_write(key, &req, after).await?,
+            None => self.request_for_key(key, &req, None, None).await?,
+        };
+        match response {
             Response::Put(p) => Ok(PutResult {
                 context: p.context,
                 replicas_acked: p.replicas_acked,

@@ -1,8 +1,8 @@
 //! A client that routes by key around a node the cluster shows down: keys whose first
 //! replica is that node go at once to another replica, never through a connect attempt
 //! to the dead node on the request path. And around a node that stalls unnoticed: a
-//! read it does not answer is hedged to another replica, and the client's next reads
-//! and writes pass it over.
+//! read it does not answer is hedged to another replica, a write it meets with silence
+//! waits alone, and either way the client's next reads and writes pass it over.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use dynakv_client::{Client, ClientOptions, ReadOptions, WriteOptions};
 use dynakv_common::quorum::Quorum;
 
-use crate::harness::{Cluster, ClusterOptions};
+use crate::harness::{eventually, Cluster, ClusterOptions};
 
 /// The node that is killed (n4).
 const DEAD: usize = 3;
@@ -192,6 +192,66 @@ async fn a_read_the_connected_node_leaves_unanswered_is_hedged_and_the_node_pass
         client.hedged_reads()
     );
     cluster.resume(SEED);
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_met_with_silence_passes_its_node_over_for_the_next_writes() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 3,
+        replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
+    opts.read_hedge = Some(Duration::from_millis(200));
+    opts.suspect_for = Duration::from_secs(600);
+    let client = Client::connect(opts).await?;
+    // A write-only client, connected to n1.
+    client
+        .put(b"first", b"v".to_vec(), WriteOptions::default())
+        .await?;
+
+    cluster.pause(SEED);
+    let stalled = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .put(b"k1", b"v1".to_vec(), WriteOptions::default())
+                .await
+        }
+    });
+    // The write gets no answer, and not a datagram: n1 is passed over while the write
+    // still waits (it is not sent again). Were n1 not passed over, the write would end
+    // first, failing when the connection timed out.
+    let n1 = cluster.nodes[SEED].addr.clone();
+    eventually(GUARD, "n1 passed over, or the stalled write ended", || {
+        let (client, n1, stalled) = (client.clone(), n1.clone(), &stalled);
+        async move {
+            if client.passed_over().contains(&n1) {
+                Some(Ok(()))
+            } else if stalled.is_finished() {
+                Some(Err(anyhow::anyhow!(
+                    "the write to the stalled n1 ended before n1 was passed over"
+                )))
+            } else {
+                None
+            }
+        }
+    })
+    .await??;
+    // The next write goes to another replica and is acknowledged.
+    client
+        .put(b"k2", b"v2".to_vec(), WriteOptions::default())
+        .await?;
+    cluster.resume(SEED);
+    // The first write is answered now, or failed as "may or may not have been applied"
+    // if n1's connection timed out meanwhile; either way it was sent once.
+    let _ = stalled.await?;
+    let got = client.get(b"k2", ReadOptions::default()).await?;
+    anyhow::ensure!(got.values == vec![b"v2".to_vec()], "{got:?}");
     client.close().await;
     Ok(())
 }
