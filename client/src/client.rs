@@ -50,11 +50,18 @@ const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 pub const DEFAULT_READ_HEDGE: Duration = Duration::from_millis(250);
 /// How long a node whose read had to be hedged is passed over for reads and writes.
 pub const DEFAULT_SUSPECT_FOR: Duration = Duration::from_secs(2);
-/// Hedges a client may send beyond [`HEDGE_PERCENT`] of its reads: room for a node
-/// that stalls, while a slow cluster cannot have its read load doubled by hedges.
+/// The hedge budget is a token bucket: each read earns [`HEDGE_PERCENT`] hundredths of a
+/// hedge, at most [`HEDGE_BURST`] hedges are banked, and a hedge spends one. Room for a
+/// node that stalls, while a cluster slow everywhere cannot have its read load doubled.
 const HEDGE_BURST: u64 = 10;
-/// Hedged reads allowed per hundred reads, on top of [`HEDGE_BURST`].
+/// Hundredths of a hedge each read earns: hedges are at most this percentage of reads,
+/// beyond the banked burst.
 const HEDGE_PERCENT: u64 = 10;
+/// A hedge's price in the bucket's units (hundredths).
+const HEDGE_COST: u64 = 100;
+/// QUIC's default maximum ACK delay: a live peer acknowledges a request's packets
+/// within this (plus a round trip), however long the answer takes.
+const ACK_DELAY: Duration = Duration::from_millis(25);
 
 /// Everything a client needs to reach a cluster.
 #[derive(Clone)]
@@ -255,8 +262,9 @@ pub struct Client {
     coalescers: std::sync::Mutex<HashMap<String, Coalescer>>,
     /// Nodes whose reads had to be hedged, and until when they are passed over.
     suspects: std::sync::Mutex<HashMap<String, Instant>>,
-    /// Reads sent with a hedge armed, and hedges sent (for the budget and the stats).
-    hedgeable_reads: AtomicU64,
+    /// The hedge budget, in hundredths of a hedge (see [`HEDGE_BURST`]).
+    hedge_tokens: AtomicU64,
+    /// Hedges sent (for the stats).
     hedged_reads: AtomicU64,
 }
 
@@ -344,6 +352,25 @@ fn judge(outcome: Result<Response, ConnError>, is_write: bool) -> Attempt {
     }
 }
 
+/// Marks an address as being dialled by one request until dropped: unless disarmed
+/// (the dial finished and set its own outcome), dropping it clears the mark.
+struct Dialling<'a> {
+    unreachable: &'a std::sync::Mutex<HashMap<String, Instant>>,
+    addr: &'a str,
+    armed: bool,
+}
+
+impl Drop for Dialling<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.unreachable
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(self.addr);
+        }
+    }
+}
+
 /// Notes in `sent_to` (if any) that an attempt goes to `addr` over `conn`.
 fn record(sent_to: Option<&SentTo>, addr: &str, conn: &quinn::Connection) {
     if let Some(sent_to) = sent_to {
@@ -406,7 +433,7 @@ impl Client {
             refreshing: AtomicBool::new(false),
             coalescers: std::sync::Mutex::new(HashMap::new()),
             suspects: std::sync::Mutex::new(HashMap::new()),
-            hedgeable_reads: AtomicU64::new(0),
+            hedge_tokens: AtomicU64::new(HEDGE_BURST * HEDGE_COST),
             hedged_reads: AtomicU64::new(0),
         }
     }
@@ -488,11 +515,18 @@ impl Client {
                     reason: "being dialled, or could not be dialled moments ago".into(),
                 });
             }
-            // This request dials; the others route around the address meanwhile (until
-            // the connect timeout, should this request be cancelled).
+            // This request dials; the others route around the address meanwhile.
             unreachable.insert(addr.to_string(), now + self.options.connect_timeout);
         }
+        // Should this request be cancelled mid-dial (a hedge that lost, a caller's
+        // timeout), the next one may dial at once.
+        let mut dialling = Dialling {
+            unreachable: &self.unreachable,
+            addr,
+            armed: true,
+        };
         let dialled = self.dial(addr).await;
+        dialling.armed = false;
         let unreachable = || self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
         match dialled {
             Ok(conn) => {
@@ -599,7 +633,7 @@ impl Client {
         req: &Request,
         after: Duration,
     ) -> Result<Response, ClientError> {
-        self.hedgeable_reads.fetch_add(1, Ordering::Relaxed);
+        self.earn_hedge();
         let sent_to = SentTo::default();
         let first = self.request_for_key(key, req, None, Some(&sent_to));
         hedge(first, after, || {
@@ -610,9 +644,9 @@ impl Client {
                 .as_ref()?
                 .addr
                 .clone();
-            // Knowing no other node (no ring, one address), a hedge could only go to
-            // the same one.
-            if self.routing().is_none() && self.options.nodes.len() < 2 {
+            // Knowing no other node for the key (a one-node cluster or list), a hedge
+            // could only go to the same one.
+            if !self.another_node(key, &slow) {
                 return None;
             }
             if !self.take_hedge() {
@@ -625,8 +659,9 @@ impl Client {
     }
 
     /// A write sent as [`Client::request_for_key`] does, watched: if it has no answer
-    /// after `after` and its node has sent nothing at all on the connection since (not
-    /// even an acknowledgement of the request's packets), the node is stalled or dead,
+    /// after `after` (or three round trips and QUIC's ACK delay, if longer) and its node
+    /// has sent nothing at all on the connection since (not even an acknowledgement of
+    /// the request's packets), the node is stalled or dead,
     /// not slow, and is passed over for [`ClientOptions::suspect_for`]: the client's
     /// next requests go to another replica while this write waits for its answer (or
     /// the connection's timeout). The write itself is never sent twice.
@@ -644,14 +679,21 @@ impl Client {
             result = &mut write => return result,
             () = tokio::time::sleep(after) => {}
         }
-        let silent = sent_to
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .filter(|sent| sent.silent())
-            .map(|sent| sent.addr.clone());
-        if let Some(addr) = silent {
-            self.suspect(&addr);
+        let Some(sent) = sent_to.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            // Not sent yet (dialling): nothing to watch.
+            return write.await;
+        };
+        // On a long link, give the node the time a live one needs to acknowledge.
+        let acknowledged_by = sent.conn.rtt() * 3 + ACK_DELAY;
+        if acknowledged_by > after {
+            tokio::select! {
+                biased;
+                result = &mut write => return result,
+                () = tokio::time::sleep(acknowledged_by - after) => {}
+            }
+        }
+        if sent.silent() {
+            self.suspect(&sent.addr);
         }
         write.await
     }
@@ -680,16 +722,35 @@ impl Client {
         nodes
     }
 
-    /// Spends one hedge from the budget: [`HEDGE_BURST`] plus [`HEDGE_PERCENT`] of the
-    /// reads so far. False when it is spent.
+    /// What a read adds to the hedge budget.
+    fn earn_hedge(&self) {
+        let _ = self
+            .hedge_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tokens| {
+                Some((tokens + HEDGE_PERCENT).min(HEDGE_BURST * HEDGE_COST))
+            });
+    }
+
+    /// Spends one hedge from the budget. False when it is spent.
     fn take_hedge(&self) -> bool {
-        let allowed =
-            HEDGE_BURST + self.hedgeable_reads.load(Ordering::Relaxed) * HEDGE_PERCENT / 100;
-        self.hedged_reads
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sent| {
-                (sent < allowed).then_some(sent + 1)
+        let took = self
+            .hedge_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tokens| {
+                tokens.checked_sub(HEDGE_COST)
             })
-            .is_ok()
+            .is_ok();
+        if took {
+            self.hedged_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        took
+    }
+
+    /// Whether a node other than `slow` could take a request for `key`: another
+    /// replica in the ring, or another address to connect to.
+    fn another_node(&self, key: &[u8], slow: &str) -> bool {
+        self.routing()
+            .is_some_and(|r| r.replicas(key).iter().any(|addr| addr != slow))
+            || self.options.nodes.iter().any(|addr| addr != slow)
     }
 
     /// Whether `addr` had a read hedged lately (and is passed over until then).
@@ -828,16 +889,18 @@ impl Client {
         let is_write = matches!(req, Request::Put(_));
         // Wait at least as long as the node was asked to, plus a margin for the answer.
         let timeout = self.attempt_timeout(req);
-        let mut failed = match avoid {
-            Some(avoid) => self
-                .current
-                .lock()
-                .await
-                .as_ref()
-                .filter(|c| self.options.nodes[c.index] == avoid)
-                .map(|c| c.index),
-            None => None,
-        };
+        // Move off the connected node first when it is to be avoided, or is passed
+        // over and another node is listed.
+        let mut failed = self
+            .current
+            .lock()
+            .await
+            .as_ref()
+            .filter(|c| {
+                let addr = self.options.nodes[c.index].as_str();
+                avoid == Some(addr) || (self.options.nodes.len() > 1 && self.suspected(addr))
+            })
+            .map(|c| c.index);
         let mut attempts = Vec::new();
         for _ in 0..self.options.nodes.len() {
             let (index, conn) = match self.connection(failed).await {
@@ -1124,16 +1187,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn hedges_are_limited_to_a_burst_and_a_tenth_of_the_reads() {
-        let client = unconnected(Duration::from_secs(1));
-        let granted = (0..HEDGE_BURST + 5).filter(|_| client.take_hedge()).count();
-        assert_eq!(granted as u64, HEDGE_BURST);
-        client.hedgeable_reads.fetch_add(100, Ordering::Relaxed);
-        let granted = (0..100).filter(|_| client.take_hedge()).count();
-        assert_eq!(granted as u64, 100 * HEDGE_PERCENT / 100);
-        assert_eq!(
-            client.hedged_reads(),
-            HEDGE_BURST + 100 * HEDGE_PERCENT / 100
+    async fn a_dial_cancelled_midway_lets_the_next_request_dial_at_once() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let client = Arc::new(unconnected(Duration::from_secs(600)));
+        let first = tokio::spawn({
+            let (client, addr) = (client.clone(), addr.clone());
+            async move { client.conn_to(&addr).await.map(|_| ()) }
+        });
+        while !client.unreachable.lock().unwrap().contains_key(&addr) {
+            tokio::task::yield_now().await;
+        }
+        // A hedge that lost, or a caller that gave up: the dial is dropped.
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert!(
+            !client.unreachable.lock().unwrap().contains_key(&addr),
+            "the address stays marked as being dialled"
         );
+    }
+
+    #[tokio::test]
+    async fn hedges_are_a_banked_burst_then_a_tenth_of_the_reads() {
+        let client = unconnected(Duration::from_secs(1));
+        let read = |client: &Client, n: u64| (0..n).for_each(|_| client.earn_hedge());
+        let take_all = |client: &Client| (0..1_000).filter(|_| client.take_hedge()).count() as u64;
+        assert_eq!(take_all(&client), HEDGE_BURST);
+        // A million healthy reads bank no more than the burst.
+        read(&client, 1_000_000);
+        assert_eq!(take_all(&client), HEDGE_BURST);
+        // Then one hedge per ten reads.
+        read(&client, 100);
+        assert_eq!(take_all(&client), 100 * HEDGE_PERCENT / HEDGE_COST);
+        assert_eq!(client.hedged_reads(), 2 * HEDGE_BURST + 10);
     }
 }

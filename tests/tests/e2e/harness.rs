@@ -284,8 +284,9 @@ impl Cluster {
 
     async fn client_with(&self, nodes: Vec<String>) -> anyhow::Result<Arc<Client>> {
         let mut opts = ClientOptions::new(nodes, self.settings.tls_config()?);
-        // Tests choose the coordinating node on purpose.
+        // Tests choose the coordinating node on purpose, and a read stays with it.
         opts.route_by_key = false;
+        opts.read_hedge = None;
         opts.connect_timeout = Duration::from_secs(2);
         Ok(Client::connect(opts).await?)
     }

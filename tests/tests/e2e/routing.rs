@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynakv_client::{Client, ClientOptions, ReadOptions, WriteOptions};
+use dynakv_common::dist::Dist;
 use dynakv_common::quorum::Quorum;
+use dynakv_common::wire::{FaultSpec, LinkRule};
+use dynakv_common::NodeId;
 
 use crate::harness::{eventually, Cluster, ClusterOptions};
 
@@ -23,6 +26,9 @@ const SEED: usize = 0;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Far more than the test needs when no request dials the dead node (seconds).
 const GUARD: Duration = Duration::from_secs(120);
+/// The hedge delay of the stalled-node tests: well above what a healthy request takes
+/// on a loaded CI machine, well below QUIC's 5 s idle timeout.
+const HEDGE: Duration = Duration::from_secs(1);
 
 /// A client as the CLI makes one: every node listed (the dead one last, as in
 /// client.toml), routing by key.
@@ -158,14 +164,18 @@ async fn a_read_the_connected_node_leaves_unanswered_is_hedged_and_the_node_pass
     // Connected to n1 (listed first), which is a replica of every key (N=3).
     let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
     let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
-    opts.read_hedge = Some(Duration::from_millis(200));
+    opts.read_hedge = Some(HEDGE);
     // Passed over for longer than the test takes: what follows does not depend on speed.
     opts.suspect_for = Duration::from_secs(600);
     let client = Client::connect(opts).await?;
     client
         .put(b"k", b"v".to_vec(), WriteOptions::with_w(Quorum::All))
         .await?;
-    anyhow::ensure!(client.hedged_reads() == 0);
+    anyhow::ensure!(
+        client.passed_over().is_empty(),
+        "{:?}",
+        client.passed_over()
+    );
 
     // n1 stalls: its sockets stay open, so its connection looks alive until QUIC's idle
     // timeout, and the cluster has not yet noticed.
@@ -206,7 +216,7 @@ async fn a_write_met_with_silence_passes_its_node_over_for_the_next_writes() -> 
     .await?;
     let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
     let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
-    opts.read_hedge = Some(Duration::from_millis(200));
+    opts.read_hedge = Some(HEDGE);
     opts.suspect_for = Duration::from_secs(600);
     let client = Client::connect(opts).await?;
     // A write-only client, connected to n1.
@@ -252,6 +262,46 @@ async fn a_write_met_with_silence_passes_its_node_over_for_the_next_writes() -> 
     let _ = stalled.await?;
     let got = client.get(b"k2", ReadOptions::default()).await?;
     anyhow::ensure!(got.values == vec![b"v2".to_vec()], "{got:?}");
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_write_from_a_live_node_does_not_pass_it_over() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 3,
+        replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    // n1 delays every replica write it sends (its own too) by three hedge delays: a W=all
+    // write through it is slow, but n1 itself is alive and acknowledges at once.
+    let slow = FaultSpec {
+        rules: vec![LinkRule {
+            from: Some(NodeId::new("n1")?),
+            w: Some(Dist::Fixed(3.0 * HEDGE.as_millis() as f64)),
+            ..LinkRule::default()
+        }],
+        local: true,
+        ..FaultSpec::default()
+    };
+    cluster.client_only(SEED).await?.set_faults(slow).await?;
+    let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
+    opts.read_hedge = Some(HEDGE);
+    opts.suspect_for = Duration::from_secs(600);
+    let client = Client::connect(opts).await?;
+    let write = WriteOptions {
+        w: Quorum::All,
+        timeout_ms: Some(60_000),
+        ..WriteOptions::default()
+    };
+    tokio::time::timeout(GUARD, client.put(b"k", b"v".to_vec(), write)).await??;
+    anyhow::ensure!(
+        client.passed_over().is_empty(),
+        "a live node was passed over for a slow write: {:?}",
+        client.passed_over()
+    );
     client.close().await;
     Ok(())
 }
