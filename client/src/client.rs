@@ -48,7 +48,8 @@ const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 /// healthy read's latency (milliseconds on a LAN, even under load), so a hedge answers
 /// a node that stalls, not the ordinary tail.
 pub const DEFAULT_READ_HEDGE: Duration = Duration::from_millis(250);
-/// How long a node whose read had to be hedged is passed over for reads and writes.
+/// How long a node whose read had to be hedged, or whose write met silence, is passed
+/// over for reads and writes.
 pub const DEFAULT_SUSPECT_FOR: Duration = Duration::from_secs(2);
 /// The hedge budget is a token bucket: each read earns [`HEDGE_PERCENT`] hundredths of a
 /// hedge, at most [`HEDGE_BURST`] hedges are banked, and a hedge spends one. Room for a
@@ -89,8 +90,8 @@ pub struct ClientOptions {
     pub coalesce: bool,
     /// Speculative reads: a get with no answer after this long is sent to another
     /// replica (or node) too, and the first answer wins; the slow node is then passed
-    /// over for [`ClientOptions::suspect_for`]. At most 10% of reads (plus a burst of
-    /// 10) are hedged. Writes never are: a write that may have been applied is not sent
+    /// over for [`ClientOptions::suspect_for`]. Hedges are at most a tenth of the reads,
+    /// beyond a banked burst of 10. Writes never are: a write that may have been applied is not sent
     /// twice; but a write with no answer after this long, whose node has sent nothing
     /// at all since, passes that node over as well. None: neither.
     pub read_hedge: Option<Duration>,
@@ -260,7 +261,8 @@ pub struct Client {
     refreshing: AtomicBool,
     /// One coalescer per node address (see [`ClientOptions::coalesce`]).
     coalescers: std::sync::Mutex<HashMap<String, Coalescer>>,
-    /// Nodes whose reads had to be hedged, and until when they are passed over.
+    /// Nodes whose reads had to be hedged or whose writes met silence, and until when
+    /// they are passed over.
     suspects: std::sync::Mutex<HashMap<String, Instant>>,
     /// The hedge budget, in hundredths of a hedge (see [`HEDGE_BURST`]).
     hedge_tokens: AtomicU64,
@@ -300,10 +302,8 @@ where
     F2: Future<Output = Result<T, E>>,
 {
     tokio::pin!(first);
-    tokio::select! {
-        biased;
-        result = &mut first => return result,
-        () = tokio::time::sleep(after) => {}
+    if let Ok(result) = tokio::time::timeout(after, &mut first).await {
+        return result;
     }
     let Some(second) = backup() else {
         return first.await;
@@ -414,7 +414,7 @@ impl Client {
             .map_err(|e| ClientError::Endpoint(e.to_string()))?;
         endpoint.set_default_client_config(options.tls.clone());
         let client = Arc::new(Client::new(endpoint, options));
-        client.connection(None).await?;
+        client.connection(None, None).await?;
         if client.options.route_by_key {
             client.refresh_routing().await;
         }
@@ -674,10 +674,8 @@ impl Client {
         let sent_to = SentTo::default();
         let write = self.request_for_key(key, req, None, Some(&sent_to));
         tokio::pin!(write);
-        tokio::select! {
-            biased;
-            result = &mut write => return result,
-            () = tokio::time::sleep(after) => {}
+        if let Ok(result) = tokio::time::timeout(after, &mut write).await {
+            return result;
         }
         let Some(sent) = sent_to.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
             // Not sent yet (dialling): nothing to watch.
@@ -686,10 +684,8 @@ impl Client {
         // On a long link, give the node the time a live one needs to acknowledge.
         let acknowledged_by = sent.conn.rtt() * 3 + ACK_DELAY;
         if acknowledged_by > after {
-            tokio::select! {
-                biased;
-                result = &mut write => return result,
-                () = tokio::time::sleep(acknowledged_by - after) => {}
+            if let Ok(result) = tokio::time::timeout(acknowledged_by - after, &mut write).await {
+                return result;
             }
         }
         if sent.silent() {
@@ -753,7 +749,7 @@ impl Client {
             || self.options.nodes.iter().any(|addr| addr != slow)
     }
 
-    /// Whether `addr` had a read hedged lately (and is passed over until then).
+    /// Whether `addr` is passed over for now (see [`Client::passed_over`]).
     fn suspected(&self, addr: &str) -> bool {
         let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
         match suspects.get(addr) {
@@ -791,20 +787,29 @@ impl Client {
     }
 
     /// Returns the live connection, or connects to the next reachable node. `failed`
-    /// is the index of a node that just failed and must be skipped first.
+    /// is the index of a node that just failed and must be skipped first; the connected
+    /// node is also left when it is `avoid` (a hedge's slow node) or passed over.
     async fn connection(
         &self,
         failed: Option<usize>,
+        avoid: Option<&str>,
     ) -> Result<(usize, quinn::Connection), ClientError> {
+        let n = self.options.nodes.len();
         let mut current = self.current.lock().await;
+        // Leave the connected node when it just failed, is to be avoided, or is passed
+        // over and another node is listed.
+        let leaving = current.as_ref().is_some_and(|c| {
+            let addr = self.options.nodes[c.index].as_str();
+            failed == Some(c.index) || avoid == Some(addr) || (n > 1 && self.suspected(addr))
+        });
         if let Some(c) = current.as_ref() {
-            if c.conn.close_reason().is_none() && failed != Some(c.index) {
+            if c.conn.close_reason().is_none() && !leaving {
                 return Ok((c.index, c.conn.clone()));
             }
         }
-        let n = self.options.nodes.len();
         let start = match (failed, current.as_ref()) {
             (Some(i), _) => i + 1,
+            (None, Some(c)) if leaving => c.index + 1,
             (None, Some(c)) => c.index,
             (None, None) => 0,
         };
@@ -877,8 +882,9 @@ impl Client {
         self.request_via(req, None, None).await
     }
 
-    /// [`Client::request`], moving off the connected node first when it is `avoid`, and
-    /// noting in `sent_to` where each attempt went.
+    /// [`Client::request`], moving off the connected node first when it is `avoid` or
+    /// passed over (see [`Client::connection`]), and noting in `sent_to` where each
+    /// attempt went.
     async fn request_via(
         &self,
         req: &Request,
@@ -889,21 +895,10 @@ impl Client {
         let is_write = matches!(req, Request::Put(_));
         // Wait at least as long as the node was asked to, plus a margin for the answer.
         let timeout = self.attempt_timeout(req);
-        // Move off the connected node first when it is to be avoided, or is passed
-        // over and another node is listed.
-        let mut failed = self
-            .current
-            .lock()
-            .await
-            .as_ref()
-            .filter(|c| {
-                let addr = self.options.nodes[c.index].as_str();
-                avoid == Some(addr) || (self.options.nodes.len() > 1 && self.suspected(addr))
-            })
-            .map(|c| c.index);
+        let mut failed = None;
         let mut attempts = Vec::new();
         for _ in 0..self.options.nodes.len() {
-            let (index, conn) = match self.connection(failed).await {
+            let (index, conn) = match self.connection(failed, avoid).await {
                 Ok(c) => c,
                 Err(ClientError::Unreachable { attempts: more }) => {
                     attempts.extend(more);

@@ -30,14 +30,37 @@ const GUARD: Duration = Duration::from_secs(120);
 /// on a loaded CI machine, well below QUIC's 5 s idle timeout.
 const HEDGE: Duration = Duration::from_secs(1);
 
-/// A client as the CLI makes one: every node listed (the dead one last, as in
-/// client.toml), routing by key.
-async fn client(cluster: &Cluster) -> anyhow::Result<Arc<Client>> {
+/// Options as the CLI makes them: every node listed in order (n1 first, the last one
+/// last, as in client.toml), routing by key.
+fn cli_options(cluster: &Cluster) -> anyhow::Result<ClientOptions> {
     let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
     let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
     opts.route_by_key = true;
+    Ok(opts)
+}
+
+/// A client as the CLI makes one, whose dials wait [`CONNECT_TIMEOUT`].
+async fn client(cluster: &Cluster) -> anyhow::Result<Arc<Client>> {
+    let mut opts = cli_options(cluster)?;
     opts.connect_timeout = CONNECT_TIMEOUT;
     Ok(Client::connect(opts).await?)
+}
+
+/// The stalled-node tests' cluster (three nodes, N=3: n1 is a replica of every key) and
+/// a client connected to n1 that hedges after [`HEDGE`] and passes a node over for
+/// longer than a test takes, so what follows does not depend on speed.
+async fn hedging_client() -> anyhow::Result<(Cluster, Arc<Client>)> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 3,
+        replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    let mut opts = cli_options(&cluster)?;
+    opts.read_hedge = Some(HEDGE);
+    opts.suspect_for = Duration::from_secs(600);
+    let client = Client::connect(opts).await?;
+    Ok((cluster, client))
 }
 
 /// Writes `key` and reads it back.
@@ -155,19 +178,7 @@ async fn keys_whose_first_replica_is_down_go_to_a_live_replica_at_once() -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_the_connected_node_leaves_unanswered_is_hedged_and_the_node_passed_over(
 ) -> anyhow::Result<()> {
-    let cluster = Cluster::start(ClusterOptions {
-        nodes: 3,
-        replicas: 3,
-        ..Default::default()
-    })
-    .await?;
-    // Connected to n1 (listed first), which is a replica of every key (N=3).
-    let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
-    let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
-    opts.read_hedge = Some(HEDGE);
-    // Passed over for longer than the test takes: what follows does not depend on speed.
-    opts.suspect_for = Duration::from_secs(600);
-    let client = Client::connect(opts).await?;
+    let (cluster, client) = hedging_client().await?;
     client
         .put(b"k", b"v".to_vec(), WriteOptions::with_w(Quorum::All))
         .await?;
@@ -208,17 +219,7 @@ async fn a_read_the_connected_node_leaves_unanswered_is_hedged_and_the_node_pass
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_met_with_silence_passes_its_node_over_for_the_next_writes() -> anyhow::Result<()> {
-    let cluster = Cluster::start(ClusterOptions {
-        nodes: 3,
-        replicas: 3,
-        ..Default::default()
-    })
-    .await?;
-    let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
-    let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
-    opts.read_hedge = Some(HEDGE);
-    opts.suspect_for = Duration::from_secs(600);
-    let client = Client::connect(opts).await?;
+    let (cluster, client) = hedging_client().await?;
     // A write-only client, connected to n1.
     client
         .put(b"first", b"v".to_vec(), WriteOptions::default())
@@ -268,12 +269,7 @@ async fn a_write_met_with_silence_passes_its_node_over_for_the_next_writes() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_write_from_a_live_node_does_not_pass_it_over() -> anyhow::Result<()> {
-    let cluster = Cluster::start(ClusterOptions {
-        nodes: 3,
-        replicas: 3,
-        ..Default::default()
-    })
-    .await?;
+    let (cluster, client) = hedging_client().await?;
     // n1 delays every replica write it sends (its own too) by three hedge delays: a W=all
     // write through it is slow, but n1 itself is alive and acknowledges at once.
     let slow = FaultSpec {
@@ -286,11 +282,6 @@ async fn a_slow_write_from_a_live_node_does_not_pass_it_over() -> anyhow::Result
         ..FaultSpec::default()
     };
     cluster.client_only(SEED).await?.set_faults(slow).await?;
-    let nodes = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
-    let mut opts = ClientOptions::new(nodes, cluster.settings.tls_config()?);
-    opts.read_hedge = Some(HEDGE);
-    opts.suspect_for = Duration::from_secs(600);
-    let client = Client::connect(opts).await?;
     let write = WriteOptions {
         w: Quorum::All,
         timeout_ms: Some(60_000),
