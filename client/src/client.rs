@@ -14,7 +14,8 @@
 //! partitioned or dead node then costs a read that delay, not a connection timeout.
 //! Writes are never sent twice, but one that meets silence (no answer and not a single
 //! datagram from its node within that delay) passes the node over too, so the client's
-//! next writes go elsewhere.
+//! next writes go elsewhere. The status request that refreshes the routing view is
+//! hedged as a read is.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -441,16 +442,35 @@ impl Client {
     /// Learns the ring from the connected node's status (no routing if that fails: the
     /// connected node then coordinates, forwarding writes as needed). When reads to the
     /// connected node had to be hedged lately, it asks (and connects to) another node:
-    /// the request waiting for the view would otherwise wait on the stalled node.
+    /// the request waiting for the view would otherwise wait on the stalled node. The
+    /// status request is hedged as a read is (it changes nothing): a node that stalls
+    /// unnoticed does not hold the request behind the refresh for QUIC's idle timeout.
     async fn refresh_routing(&self) {
         let avoid = self
             .current_addr()
             .await
             .filter(|addr| self.suspected(addr));
-        let routing = match self
-            .request_via(&Request::Status, avoid.as_deref(), None)
-            .await
-        {
+        let sent_to = SentTo::default();
+        let status = Request::Status;
+        let first = self.request_via(&status, avoid.as_deref(), Some(&sent_to));
+        let answer = match self.options.read_hedge {
+            Some(after) if self.options.nodes.len() > 1 => {
+                hedge(first, after, || {
+                    let slow = sent_to
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()?
+                        .addr
+                        .clone();
+                    self.suspect(&slow);
+                    let status = &status;
+                    Some(async move { self.request_via(status, Some(&slow), None).await })
+                })
+                .await
+            }
+            _ => first.await,
+        };
+        let routing = match answer {
             Ok(Response::Status(s)) => Routing::from_status(&s).map(Arc::new),
             _ => None,
         };

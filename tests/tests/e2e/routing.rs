@@ -296,3 +296,63 @@ async fn a_slow_write_from_a_live_node_does_not_pass_it_over() -> anyhow::Result
     client.close().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_refresh_the_connected_node_leaves_unanswered_is_hedged() -> anyhow::Result<()> {
+    // Four nodes, N=3, n4 dead: the client's view shows a member down, so it fetches the
+    // view again every 2 s (ROUTING_REFRESH), from the node it is connected to (n1).
+    let mut cluster = Cluster::start(ClusterOptions {
+        nodes: 4,
+        replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    // Keys of which n1 is no replica: the client sends them straight to n2 or n3, so n1
+    // is asked for nothing but the routing view.
+    cluster.kill(DEAD);
+    for i in (0..cluster.nodes.len()).filter(|&i| i != DEAD) {
+        cluster.wait_sees_down(i, &[DEAD]).await?;
+    }
+    let mut opts = cli_options(&cluster)?;
+    opts.read_hedge = Some(HEDGE);
+    opts.suspect_for = Duration::from_secs(600);
+    let client = Client::connect(opts).await?;
+    let mut keys = (0..)
+        .map(|i| format!("not-on-n1-{i}"))
+        .filter(|k| !cluster.placement(k.as_bytes(), 3).0.contains(&SEED));
+    put_get(&client, &keys.next().unwrap_or_default()).await?;
+    anyhow::ensure!(
+        client.passed_over().is_empty(),
+        "{:?}",
+        client.passed_over()
+    );
+
+    // n1 stalls unnoticed. The client keeps writing keys n1 does not hold until its view
+    // has come due for a refresh at least once: that refresh asks the stalled n1, and
+    // is hedged to another node. Unhedged, it would wait for QUIC's idle timeout and
+    // then move on without passing n1 over (a connection that timed out is not a
+    // suspicion).
+    cluster.pause(SEED);
+    let start = Instant::now();
+    let writes = async {
+        for key in keys.by_ref() {
+            if start.elapsed() >= Duration::from_secs(5) {
+                break;
+            }
+            client
+                .put(key.as_bytes(), b"v".to_vec(), WriteOptions::default())
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(GUARD, writes).await??;
+    let n1 = cluster.nodes[SEED].addr.clone();
+    anyhow::ensure!(
+        client.passed_over().contains(&n1),
+        "the routing refresh through the stalled n1 was not hedged (passed over: {:?})",
+        client.passed_over()
+    );
+    cluster.resume(SEED);
+    client.close().await;
+    Ok(())
+}
