@@ -274,6 +274,12 @@ pub struct Client {
 /// Where an attempt of a request was sent, once it was (the node a hedge avoids).
 type SentTo = std::sync::Mutex<Option<Sent>>;
 
+/// The node an attempt went to, once it was sent.
+fn sent_addr(sent_to: &SentTo) -> Option<String> {
+    let sent = sent_to.lock().unwrap_or_else(|p| p.into_inner());
+    sent.as_ref().map(|s| s.addr.clone())
+}
+
 /// One attempt of a request: its node, the connection, and how many datagrams had
 /// come from the node on it when the attempt was sent.
 #[derive(Clone)]
@@ -456,12 +462,7 @@ impl Client {
         let answer = match self.options.read_hedge {
             Some(after) if self.options.nodes.len() > 1 => {
                 hedge(first, after, || {
-                    let slow = sent_to
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .as_ref()?
-                        .addr
-                        .clone();
+                    let slow = sent_addr(&sent_to)?;
                     self.suspect(&slow);
                     let status = &status;
                     Some(async move { self.request_via(status, Some(&slow), None).await })
@@ -658,12 +659,7 @@ impl Client {
         let first = self.request_for_key(key, req, None, Some(&sent_to));
         hedge(first, after, || {
             // Not yet sent (still dialling): there is nothing to hedge against.
-            let slow = sent_to
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()?
-                .addr
-                .clone();
+            let slow = sent_addr(&sent_to)?;
             // Knowing no other node for the key (a one-node cluster or list), a hedge
             // could only go to the same one.
             if !self.another_node(key, &slow) {

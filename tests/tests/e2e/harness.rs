@@ -47,11 +47,6 @@ pub fn free_port_run(n: u16) -> u16 {
     panic!("no run of {n} free UDP ports found in {NODE_PORTS:?}");
 }
 
-/// A free UDP port on 127.0.0.1 for a node.
-pub fn free_port() -> u16 {
-    free_port_run(1)
-}
-
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
 where
@@ -146,8 +141,14 @@ impl Cluster {
     /// Starts a cluster and waits until every node sees every member up.
     pub async fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("dynakv-test-").tempdir()?;
+        // One run of ports for the whole cluster: ports drawn one at a time could give
+        // two of its nodes the same one (each is free until the first node binds it).
+        let base = free_port_run(u16::try_from(opts.nodes)?);
         let members: Vec<(String, std::net::SocketAddr)> = (1..=opts.nodes)
-            .map(|i| (format!("n{i}"), ([127, 0, 0, 1], free_port()).into()))
+            .map(|i| {
+                let port = base + u16::try_from(i - 1).unwrap_or(0);
+                (format!("n{i}"), ([127, 0, 0, 1], port).into())
+            })
             .collect();
         let tweak = opts.tweak.clone();
         let configs = dynakv_node::dev::write_layout(dir.path(), &members, opts.replicas, |c| {
