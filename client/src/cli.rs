@@ -241,7 +241,11 @@ struct BenchArgs {
 /// leaves to the nodes when they share the host.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    run_binary("warn", Some(1), run(cli))
+    let runtime = RuntimeOptions {
+        threads: Some(1),
+        ..RuntimeOptions::default()
+    };
+    run_binary("warn", runtime, run(cli))
 }
 
 /// The shared shell of the dynakv binaries: logs to stderr (`RUST_LOG`, else
@@ -254,9 +258,10 @@ pub fn main() -> std::process::ExitCode {
 /// docs/benchmarks.md).
 pub fn run_binary(
     default_log: &str,
-    threads: Option<usize>,
+    runtime: RuntimeOptions,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> std::process::ExitCode {
+    let RuntimeOptions { threads, idle_spin } = runtime;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -273,6 +278,10 @@ pub fn run_binary(
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     builder.enable_all();
+    if !idle_spin.is_zero() {
+        dynakv_common::net::idle_spin::set(idle_spin);
+        builder.on_thread_park(dynakv_common::net::idle_spin::before_park);
+    }
     if let Some(n) = threads.filter(|&n| n > 1) {
         builder.worker_threads(n);
     }
@@ -290,6 +299,16 @@ pub fn run_binary(
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// How [`run_binary`] builds its runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuntimeOptions {
+    /// Runtime threads: one is tokio's current-thread scheduler; `None`, tokio's default.
+    pub threads: Option<usize>,
+    /// How long a runtime thread polls for work before it sleeps (see
+    /// [`dynakv_common::net::idle_spin`]); zero: it sleeps at once.
+    pub idle_spin: std::time::Duration,
 }
 
 /// Prints `error: ...` to stderr if it can (unlike `eprintln!`, never panics: the exit

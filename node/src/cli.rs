@@ -216,17 +216,24 @@ impl RunArgs {
 /// Parses the command line and runs the command; the whole program behind the binary.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // A node runs on as many runtime threads as its config says; read it first.
-    let threads = match &cli.command {
-        Cmd::Run(args) => match args.config.as_deref().map(NodeConfig::from_file) {
-            Some(Ok(c)) => args.worker_threads.or(Some(c.worker_threads)),
-            _ => args
-                .worker_threads
-                .or(Some(NodeConfig::default().worker_threads)),
-        },
-        _ => None,
+    // A node runs on as many runtime threads as its config says, spinning as long as it
+    // says before they sleep; read it first.
+    let runtime = match &cli.command {
+        Cmd::Run(args) => {
+            let config = match args.config.as_deref().map(NodeConfig::from_file) {
+                Some(Ok(c)) => c,
+                _ => NodeConfig::default(),
+            };
+            dynakv_client::cli::RuntimeOptions {
+                threads: args.worker_threads.or(Some(config.worker_threads)),
+                idle_spin: std::time::Duration::from_micros(
+                    config.idle_spin_us.min(crate::config::MAX_IDLE_SPIN_US),
+                ),
+            }
+        }
+        _ => dynakv_client::cli::RuntimeOptions::default(),
     };
-    dynakv_client::cli::run_binary("info", threads, run(cli))
+    dynakv_client::cli::run_binary("info", runtime, run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -14,6 +14,10 @@ use dynakv_common::wire::{ConflictPolicy, FaultSpec};
 
 use crate::storage::StorageIo;
 
+/// Longest allowed `idle_spin_us`: past a millisecond a spin is no longer "a wake-up
+/// saved" but a core held.
+pub const MAX_IDLE_SPIN_US: u64 = 1_000;
+
 /// Everything a node needs to run. Every field has a default except `id` and `data_dir`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -59,6 +63,14 @@ pub struct NodeConfig {
     /// for a small node and avoids threads waking each other for every request; more
     /// (a work-stealing pool) help a node with many cores.
     pub worker_threads: usize,
+    /// Before a runtime thread sleeps for want of work, it first checks for this many µs
+    /// whether a datagram or the end of an fsync is about to wake it (yielding the CPU
+    /// between checks), as Seastar's reactor polls before it sleeps. On a virtual machine
+    /// a sleep and a wake-up cost tens of µs each; a lone put and a read's replica answers
+    /// often arrive within that time (docs/benchmarks.md: lone put p50 -10%, get R=1
+    /// +10-18% at 50). It burns idle CPU, up to this long per sleep; 0 where the CPU is
+    /// billed or shared with more than a few busy processes.
+    pub idle_spin_us: u64,
     /// Where storage work and group-commit fsyncs run: `inline` (engine calls on the
     /// event loop, fsyncs on a syncer thread; right for SSDs and fast fsync), `threads`
     /// (engine calls on a blocking pool too; the event loop never waits for a slow disk)
@@ -160,6 +172,7 @@ impl Default for NodeConfig {
             max_value_bytes: dynakv_common::limits::DEFAULT_MAX_VALUE_BYTES,
             max_in_flight: 4096,
             worker_threads: 1,
+            idle_spin_us: 50,
             storage_io: StorageIo::Inline,
             group_commit_window_us: 200,
             group_commit_max_writes: 64,
@@ -323,6 +336,12 @@ impl NodeConfig {
                 self.worker_threads
             )));
         }
+        if self.idle_spin_us > MAX_IDLE_SPIN_US {
+            return Err(ConfigError(format!(
+                "idle_spin_us is {} but must be at most {MAX_IDLE_SPIN_US}",
+                self.idle_spin_us
+            )));
+        }
         if !matches!(self.durability.as_str(), "fsync" | "relaxed") {
             return Err(ConfigError(format!(
                 "durability is {:?}; use \"fsync\" or \"relaxed\"",
@@ -468,6 +487,15 @@ mod tests {
         let mut c = base();
         c.id = "Bad Id".into();
         assert!(c.validate().is_err());
+        let mut c = base();
+        c.idle_spin_us = MAX_IDLE_SPIN_US + 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("idle_spin_us is 1001"));
+        c.idle_spin_us = 0;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 pub mod coalesce;
+pub mod idle_spin;
 
 use crate::codec::{self, HEADER_BYTES};
 use crate::wire::{Request, Response, CLOSE_DRAINED};
@@ -87,6 +88,11 @@ pub fn endpoint(
         let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_RECV_BUFFER_BYTES);
     }
     let obtained = state.recv_buffer_size((&socket).into())?;
+    if server.is_some() {
+        // A node's endpoint, its one for the life of the process: its runtime watches
+        // the socket while it spins before sleeping (idle_spin).
+        idle_spin::watch(std::os::fd::AsRawFd::as_raw_fd(&socket));
+    }
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
     let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)?;

@@ -323,6 +323,7 @@ fn sync_once(shared: &Shared, progress: &mut Progress, shutdown: bool) -> bool {
                 shared.test.record_sync_thread();
                 progress.synced = target;
                 tx.send_modify(|s| s.synced = target);
+                dynakv_common::net::idle_spin::kick();
             }
             Err(e) => {
                 let failure = SyncFailure {

@@ -1,0 +1,164 @@
+//! Polling briefly before a runtime thread sleeps, so that work due within microseconds
+//! does not pay for a sleep and a wake-up.
+//!
+//! On a virtual machine whose idle vCPUs halt (no guest halt polling), waking a sleeping
+//! thread is an interrupt injected by the hypervisor, tens of µs (~30 µs on the machine
+//! of docs/benchmarks.md), and a lone put pays five or six of them across the client and
+//! the nodes. Seastar's reactor polls for a while before it sleeps for the same reason
+//! (`--idle-poll-time-us`, 200 µs by default). Here a node's runtime, before each park,
+//! checks for up to `idle_spin_us` whether its endpoint's socket has a datagram or
+//! another thread [`kick`]ed it (the syncer finishing an fsync), and yields the CPU
+//! between checks, so a thread that is runnable on the same CPU still runs first. When
+//! something arrives it returns, and the runtime's `epoll_wait` finds it ready instead
+//! of sleeping. Timers are not watched: one due during the spin runs up to one spin late.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The sockets the runtime's threads watch while spinning: the node's QUIC endpoint.
+static FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+/// Bumped by [`kick`]; a change ends a spin.
+static KICKS: AtomicU64 = AtomicU64::new(0);
+/// How long [`before_park`] spins, ns (0: not at all).
+static SPIN_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets how long [`before_park`] spins (zero: it returns at once).
+pub fn set(spin: Duration) {
+    SPIN_NANOS.store(
+        u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
+/// Watch `fd` for readability while spinning. It must stay open for the life of the
+/// process (a node's one endpoint socket does).
+pub fn watch(fd: RawFd) {
+    FDS.lock().unwrap_or_else(|p| p.into_inner()).push(fd);
+}
+
+/// Ends the current spin, if any: another thread has woken, or is about to wake, the
+/// runtime.
+pub fn kick() {
+    KICKS.fetch_add(1, Ordering::Release);
+}
+
+/// The runtime's hook before a thread parks (`on_thread_park`): spins for the time
+/// [`set`], watching the [`watch`]ed sockets and [`kick`]s.
+pub fn before_park() {
+    let nanos = SPIN_NANOS.load(Ordering::Relaxed);
+    if nanos == 0 {
+        return;
+    }
+    let fds = FDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    spin(&fds, &KICKS, Duration::from_nanos(nanos));
+}
+
+/// Why a [`spin`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpinEnd {
+    /// One of the sockets is readable (or closed: poll reports that too).
+    Readable,
+    /// `kicks` changed.
+    Kicked,
+    /// Nothing came within the time.
+    TimedOut,
+}
+
+/// Polls `fds` for readability and `kicks` for a change until one of them happens or
+/// `limit` has passed, yielding the CPU between checks.
+pub fn spin(fds: &[RawFd], kicks: &AtomicU64, limit: Duration) -> SpinEnd {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let seen = kicks.load(Ordering::Acquire);
+    let deadline = Instant::now() + limit;
+    loop {
+        // SAFETY: `polled` is a valid, exclusively borrowed array of that many pollfd,
+        // and a timeout of 0 never blocks.
+        let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 0) };
+        if ready > 0 {
+            return SpinEnd::Readable;
+        }
+        if kicks.load(Ordering::Acquire) != seen {
+            return SpinEnd::Kicked;
+        }
+        if Instant::now() >= deadline {
+            return SpinEnd::TimedOut;
+        }
+        // SAFETY: sched_yield has no preconditions.
+        unsafe {
+            libc::sched_yield();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    /// Long enough that a spin which ended did not end by timing out.
+    const LONG: Duration = Duration::from_secs(600);
+
+    fn socket() -> std::net::UdpSocket {
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback socket")
+    }
+
+    #[test]
+    fn a_datagram_waiting_on_a_watched_socket_ends_the_spin() {
+        let rx = socket();
+        let tx = socket();
+        tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+        let kicks = AtomicU64::new(0);
+        assert_eq!(
+            spin(&[socket().as_raw_fd(), rx.as_raw_fd()], &kicks, LONG),
+            SpinEnd::Readable
+        );
+    }
+
+    #[test]
+    fn a_kick_from_another_thread_ends_the_spin() {
+        let rx = socket();
+        let kicks = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let kicker = {
+            let (kicks, done) = (kicks.clone(), done.clone());
+            std::thread::spawn(move || {
+                // Kick until the spinner has seen one: it may start after the first.
+                while !done.load(Ordering::Acquire) {
+                    kicks.fetch_add(1, Ordering::Release);
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let end = spin(&[rx.as_raw_fd()], &kicks, LONG);
+        done.store(true, Ordering::Release);
+        kicker.join().unwrap();
+        assert_eq!(end, SpinEnd::Kicked);
+    }
+
+    #[test]
+    fn with_nothing_arriving_the_spin_ends_when_its_time_is_up() {
+        let rx = socket();
+        let kicks = AtomicU64::new(0);
+        let limit = Duration::from_millis(2);
+        let started = Instant::now();
+        assert_eq!(spin(&[rx.as_raw_fd()], &kicks, limit), SpinEnd::TimedOut);
+        assert!(started.elapsed() >= limit);
+    }
+
+    #[test]
+    fn a_spin_of_zero_checks_once_and_returns() {
+        let kicks = AtomicU64::new(0);
+        assert_eq!(spin(&[], &kicks, Duration::ZERO), SpinEnd::TimedOut);
+    }
+}
