@@ -13,12 +13,16 @@
 //! of sleeping. Timers are not watched: one due during the spin runs up to one spin late.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// The sockets the runtime's threads watch while spinning: the node's QUIC endpoint.
-static FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+/// Most sockets watched; a node has one endpoint.
+const MAX_WATCHED: usize = 4;
+/// The sockets the runtime's threads watch while spinning (the node's QUIC endpoint):
+/// the first `WATCHED` slots. Atomics, so a park reads them without a lock or an
+/// allocation.
+static FDS: [AtomicI32; MAX_WATCHED] = [const { AtomicI32::new(-1) }; MAX_WATCHED];
+static WATCHED: AtomicUsize = AtomicUsize::new(0);
 /// Bumped by [`kick`]; a change ends a spin.
 static KICKS: AtomicU64 = AtomicU64::new(0);
 /// How long [`before_park`] spins, ns (0: not at all).
@@ -32,10 +36,17 @@ pub fn set(spin: Duration) {
     );
 }
 
-/// Watch `fd` for readability while spinning. It must stay open for the life of the
-/// process (a node's one endpoint socket does).
+/// Watch `fd` for readability while spinning. It should stay open for the life of the
+/// process (a node's one endpoint socket does); a closed one only ends spins early
+/// (`poll` reports it at once). Past [`MAX_WATCHED`] sockets, more are not watched.
 pub fn watch(fd: RawFd) {
-    FDS.lock().unwrap_or_else(|p| p.into_inner()).push(fd);
+    let slot = WATCHED.fetch_add(1, Ordering::AcqRel);
+    match FDS.get(slot) {
+        Some(free) => free.store(fd, Ordering::Release),
+        None => {
+            WATCHED.store(MAX_WATCHED, Ordering::Release);
+        }
+    }
 }
 
 /// Ends the current spin, if any: another thread has woken, or is about to wake, the
@@ -51,8 +62,12 @@ pub fn before_park() {
     if nanos == 0 {
         return;
     }
-    let fds = FDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    spin(&fds, &KICKS, Duration::from_nanos(nanos));
+    let mut fds = [-1; MAX_WATCHED];
+    let watched = WATCHED.load(Ordering::Acquire).min(MAX_WATCHED);
+    for (fd, slot) in fds.iter_mut().zip(&FDS[..watched]) {
+        *fd = slot.load(Ordering::Acquire);
+    }
+    spin(&fds[..watched], &KICKS, Duration::from_nanos(nanos));
 }
 
 /// Why a [`spin`] ended.
@@ -68,15 +83,20 @@ pub enum SpinEnd {
 
 /// Polls `fds` for readability and `kicks` for a change until one of them happens or
 /// `limit` has passed, yielding the CPU between checks.
+///
+/// At most [`MAX_WATCHED`] of `fds` are watched; a negative one is ignored (`poll`'s rule).
 pub fn spin(fds: &[RawFd], kicks: &AtomicU64, limit: Duration) -> SpinEnd {
-    let mut polled: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let unused = libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    };
+    let mut polled = [unused; MAX_WATCHED];
+    let n = fds.len().min(MAX_WATCHED);
+    for (p, &fd) in polled.iter_mut().zip(&fds[..n]) {
+        p.fd = fd;
+        p.events = libc::POLLIN;
+    }
     let seen = kicks.load(Ordering::Acquire);
     let deadline = Instant::now() + limit;
     loop {
