@@ -226,6 +226,8 @@ pub fn main() -> std::process::ExitCode {
             };
             dynakv_client::cli::RuntimeOptions {
                 threads: args.worker_threads.or(Some(config.worker_threads)),
+                // run() refuses a config past the maximum with a sentence; until it
+                // does, the clamp keeps the runtime from spinning longer.
                 idle_spin: std::time::Duration::from_micros(
                     config.idle_spin_us.min(crate::config::MAX_IDLE_SPIN_US),
                 ),

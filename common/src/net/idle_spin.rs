@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 /// Most sockets watched; a node has one endpoint.
 const MAX_WATCHED: usize = 4;
-/// The sockets the runtime's threads watch while spinning (the node's QUIC endpoint):
-/// the first `WATCHED` slots. Atomics, so a park reads them without a lock or an
-/// allocation.
+/// The sockets the runtime's threads watch while spinning (the node's QUIC endpoint),
+/// -1 in unused slots. Atomics, so a park reads them without a lock or an allocation.
 static FDS: [AtomicI32; MAX_WATCHED] = [const { AtomicI32::new(-1) }; MAX_WATCHED];
+/// Slots [`watch`] has handed out (may pass `MAX_WATCHED`: the extra ones are dropped).
 static WATCHED: AtomicUsize = AtomicUsize::new(0);
 /// Bumped by [`kick`]; a change ends a spin.
 static KICKS: AtomicU64 = AtomicU64::new(0);
@@ -40,12 +40,8 @@ pub fn set(spin: Duration) {
 /// process (a node's one endpoint socket does); a closed one only ends spins early
 /// (`poll` reports it at once). Past [`MAX_WATCHED`] sockets, more are not watched.
 pub fn watch(fd: RawFd) {
-    let slot = WATCHED.fetch_add(1, Ordering::AcqRel);
-    match FDS.get(slot) {
-        Some(free) => free.store(fd, Ordering::Release),
-        None => {
-            WATCHED.store(MAX_WATCHED, Ordering::Release);
-        }
+    if let Some(free) = FDS.get(WATCHED.fetch_add(1, Ordering::AcqRel)) {
+        free.store(fd, Ordering::Release);
     }
 }
 
@@ -58,16 +54,18 @@ pub fn kick() {
 /// The runtime's hook before a thread parks (`on_thread_park`): spins for the time
 /// [`set`], watching the [`watch`]ed sockets and [`kick`]s.
 pub fn before_park() {
+    park_spin();
+}
+
+/// What [`before_park`] does; `None` when no spin is [`set`].
+fn park_spin() -> Option<SpinEnd> {
     let nanos = SPIN_NANOS.load(Ordering::Relaxed);
     if nanos == 0 {
-        return;
+        return None;
     }
-    let mut fds = [-1; MAX_WATCHED];
-    let watched = WATCHED.load(Ordering::Acquire).min(MAX_WATCHED);
-    for (fd, slot) in fds.iter_mut().zip(&FDS[..watched]) {
-        *fd = slot.load(Ordering::Acquire);
-    }
-    spin(&fds[..watched], &KICKS, Duration::from_nanos(nanos));
+    // An unused slot holds -1, which poll ignores.
+    let fds = FDS.each_ref().map(|slot| slot.load(Ordering::Acquire));
+    Some(spin(&fds, &KICKS, Duration::from_nanos(nanos)))
 }
 
 /// Why a [`spin`] ended.
@@ -126,8 +124,9 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
-    /// Long enough that a spin which ended did not end by timing out.
-    const LONG: Duration = Duration::from_secs(600);
+    /// Long enough that a spin which ended did not end by timing out (one that misses
+    /// what it watches ends by timing out, and its test fails, after this long).
+    const LONG: Duration = Duration::from_secs(5);
 
     fn socket() -> std::net::UdpSocket {
         std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback socket")
@@ -174,6 +173,21 @@ mod tests {
         let started = Instant::now();
         assert_eq!(spin(&[rx.as_raw_fd()], &kicks, limit), SpinEnd::TimedOut);
         assert!(started.elapsed() >= limit);
+    }
+
+    /// The only test of the process-wide state (`set`, `watch`, `kick`), so no other test
+    /// changes it meanwhile.
+    #[test]
+    fn the_park_hook_spins_only_when_set_and_watches_the_registered_socket() {
+        assert_eq!(park_spin(), None, "no spin before one is set");
+        let rx = socket();
+        let tx = socket();
+        watch(rx.as_raw_fd());
+        set(LONG);
+        tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+        assert_eq!(park_spin(), Some(SpinEnd::Readable));
+        set(Duration::ZERO);
+        assert_eq!(park_spin(), None, "a spin set to zero is off");
     }
 
     #[test]

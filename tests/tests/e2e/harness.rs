@@ -145,10 +145,8 @@ impl Cluster {
         // two of its nodes the same one (each is free until the first node binds it).
         let base = free_port_run(u16::try_from(opts.nodes)?);
         let members: Vec<(String, std::net::SocketAddr)> = (1..=opts.nodes)
-            .map(|i| {
-                let port = base + u16::try_from(i - 1).unwrap_or(0);
-                (format!("n{i}"), ([127, 0, 0, 1], port).into())
-            })
+            .zip(base..)
+            .map(|(i, port)| (format!("n{i}"), ([127, 0, 0, 1], port).into()))
             .collect();
         let tweak = opts.tweak.clone();
         let configs = dynakv_node::dev::write_layout(dir.path(), &members, opts.replicas, |c| {
