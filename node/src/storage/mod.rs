@@ -297,20 +297,24 @@ impl Inner {
         old: Option<&[u8]>,
         edit: Edit,
     ) -> Result<Option<u64>, StorageError> {
-        let ops: Vec<(Space, Vec<u8>, Change)> = std::iter::once((space, key, edit.change))
-            .chain(edit.also)
+        // The main change apart from the side ones: when it is a Keep, the first side
+        // change is not the key whose old value the caller gave.
+        let main = (edit.change != Change::Keep).then_some((space, key, edit.change));
+        let side: Vec<(Space, Vec<u8>, Change)> = edit
+            .also
+            .into_iter()
             .filter(|(_, _, c)| *c != Change::Keep)
             .collect();
-        if ops.is_empty() {
+        if main.is_none() && side.is_empty() {
             return Ok(None);
         }
-        for (_, k, _) in &ops[1..] {
+        for (_, k, _) in &side {
             check_key_len(op, k)?;
         }
         let observer = self.observer.get();
         // The observer needs the side keys' old values too (the main one is given).
         let side_olds: Vec<Option<fjall::Slice>> = match observer {
-            Some(_) => ops[1..]
+            Some(_) => side
                 .iter()
                 .map(|(sp, k, _)| self.keyspace(*sp).get(k))
                 .collect::<Result<_, _>>()
@@ -322,7 +326,7 @@ impl Inner {
             Durability::Relaxed => Some(PersistMode::Buffer),
         };
         let mut batch = self.shared.db.batch().durability(buffer);
-        for (sp, k, change) in &ops {
+        for (sp, k, change) in main.iter().chain(&side) {
             match change {
                 Change::Keep => {}
                 Change::Put(value) => batch.insert(self.keyspace(*sp), k.clone(), value.clone()),
@@ -332,17 +336,11 @@ impl Inner {
         batch.commit().map_err(|e| StorageError::engine(op, e))?;
         let seq = self.shared.written.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(observer) = observer {
-            for (i, (sp, k, change)) in ops.iter().enumerate() {
-                let before = if i == 0 {
-                    old
-                } else {
-                    side_olds[i - 1].as_deref()
-                };
-                let after = match change {
-                    Change::Put(v) => Some(v.as_slice()),
-                    _ => None,
-                };
-                observer.changed(*sp, k, before, after);
+            if let Some((sp, k, change)) = &main {
+                observer.changed(*sp, k, old, after(change));
+            }
+            for ((sp, k, change), before) in side.iter().zip(&side_olds) {
+                observer.changed(*sp, k, before.as_deref(), after(change));
             }
         }
         Ok(Some(seq))
@@ -506,6 +504,14 @@ impl Inner {
 /// The longest key the engine stores: it asserts (panics) on longer ones, so every
 /// call that takes a key refuses them first with [`StorageError::KeyTooLong`].
 pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
+
+/// The value a change leaves (None: deleted or kept), for the observer.
+fn after(change: &Change) -> Option<&[u8]> {
+    match change {
+        Change::Put(v) => Some(v.as_slice()),
+        _ => None,
+    }
+}
 
 fn check_key_len(op: &'static str, key: &[u8]) -> Result<(), StorageError> {
     if key.len() > MAX_KEY_BYTES {

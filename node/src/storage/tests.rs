@@ -788,6 +788,58 @@ async fn side_writes_commit_with_the_key_and_the_observer_sees_every_change() {
     s.close().await.unwrap();
 }
 
+/// A batch that keeps its key but changes side keys reports each side key with its own
+/// old value (it once got the kept key's), and checks the side keys' length.
+#[tokio::test]
+async fn a_kept_key_with_side_writes_reports_each_side_keys_own_old_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = inline_io(dir.path());
+    s.put(Space::Data, b"k".to_vec(), b"data".to_vec())
+        .await
+        .unwrap();
+    s.put(Space::Tombstones, b"t".to_vec(), b"old".to_vec())
+        .await
+        .unwrap();
+    let rec = Arc::new(Recorder::default());
+    s.set_observer(rec.clone());
+    s.modify_with(Space::Data, b"k".to_vec(), |old| {
+        assert_eq!(old, Some(&b"data"[..]));
+        let edit = Edit {
+            change: Change::Keep,
+            also: vec![(
+                Space::Tombstones,
+                b"t".to_vec(),
+                Change::Put(b"new".to_vec()),
+            )],
+        };
+        (edit, ())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        lock(&rec.seen).clone(),
+        vec![(
+            Space::Tombstones,
+            b"t".to_vec(),
+            Some(b"old".to_vec()),
+            Some(b"new".to_vec())
+        )]
+    );
+    let long = vec![b'x'; MAX_KEY_BYTES + 1];
+    let err = s
+        .modify_with(Space::Data, b"k".to_vec(), move |_| {
+            let edit = Edit {
+                change: Change::Keep,
+                also: vec![(Space::Tombstones, long, Change::Delete)],
+            };
+            (edit, ())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::KeyTooLong { .. }), "{err}");
+    s.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn range_scans_stay_within_their_bounds_and_resume_after_a_key() {
     let dir = tempfile::tempdir().unwrap();
