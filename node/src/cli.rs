@@ -216,45 +216,52 @@ impl RunArgs {
 /// Parses the command line and runs the command; the whole program behind the binary.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // A node runs on as many runtime threads as its config says, spinning as long as it
-    // says before they sleep; read it first.
-    let runtime = match &cli.command {
-        Cmd::Run(args) => {
-            let config = match args.config.as_deref().map(NodeConfig::from_file) {
-                Some(Ok(c)) => c,
-                _ => NodeConfig::default(),
-            };
-            dynakv_client::cli::RuntimeOptions {
-                threads: args.worker_threads.or(Some(config.worker_threads)),
-                // run() refuses a config past the maximum with a sentence; until it
-                // does, the clamp keeps the runtime from spinning longer.
-                idle_spin: std::time::Duration::from_micros(
-                    config.idle_spin_us.min(crate::config::MAX_IDLE_SPIN_US),
-                ),
-            }
-        }
-        _ => dynakv_client::cli::RuntimeOptions::default(),
-    };
-    dynakv_client::cli::run_binary("info", runtime, run(cli))
-}
-
-async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run(args) => {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut sigterm =
-                signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-            let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-            let config = (*args).into_config()?;
-            let node = NodeHandle::start(config).await?;
-            tokio::select! {
-                _ = sigint.recv() => {}
-                _ = sigterm.recv() => {}
-            }
-            tracing::info!("shutting down");
-            node.shutdown().await;
-            Ok(())
+            // Read once, before the runtime: a node runs on as many runtime threads as
+            // its config says, spinning as long as it says before they sleep.
+            let config = (*args).into_config();
+            let runtime = match &config {
+                Ok(c) => dynakv_client::cli::RuntimeOptions {
+                    threads: Some(c.worker_threads),
+                    // The node refuses a config past the maximum with a sentence at
+                    // start; until it does, the clamp keeps the runtime from spinning longer.
+                    idle_spin: std::time::Duration::from_micros(
+                        c.idle_spin_us.min(crate::config::MAX_IDLE_SPIN_US),
+                    ),
+                },
+                // The error is reported by run_node, like any other.
+                Err(_) => dynakv_client::cli::RuntimeOptions::default(),
+            };
+            dynakv_client::cli::run_binary("info", runtime, run_node(config))
         }
+        command => dynakv_client::cli::run_binary(
+            "info",
+            dynakv_client::cli::RuntimeOptions::default(),
+            run(command),
+        ),
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM, then shuts it down.
+async fn run_node(config: anyhow::Result<NodeConfig>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let config = config?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let node = NodeHandle::start(config).await?;
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn run(command: Cmd) -> anyhow::Result<()> {
+    match command {
+        Cmd::Run(args) => run_node((*args).into_config()).await,
         Cmd::Dev {
             dir,
             nodes,

@@ -103,6 +103,14 @@ impl NodeState {
             ),
             ("hints_pending".to_string(), self.replica.hints_total()),
         ]);
+        // Process-wide: a node binary is one node (nodes started inside another
+        // program, as in unit tests, do not spin and report zeros).
+        let spins = dynakv_common::net::idle_spin::stats();
+        counters.extend([
+            ("idle_spins_readable".to_string(), spins.readable),
+            ("idle_spins_kicked".to_string(), spins.kicked),
+            ("idle_spins_timed_out".to_string(), spins.timed_out),
+        ]);
         counters
     }
 

@@ -27,6 +27,8 @@ static WATCHED: AtomicUsize = AtomicUsize::new(0);
 static KICKS: AtomicU64 = AtomicU64::new(0);
 /// How long [`before_park`] spins, ns (0: not at all).
 static SPIN_NANOS: AtomicU64 = AtomicU64::new(0);
+/// How the spins of [`before_park`] ended, by [`SpinEnd`] (see [`stats`]).
+static ENDS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
 /// Sets how long [`before_park`] spins (zero: it returns at once).
 pub fn set(spin: Duration) {
@@ -54,7 +56,36 @@ pub fn kick() {
 /// The runtime's hook before a thread parks (`on_thread_park`): spins for the time
 /// [`set`], watching the [`watch`]ed sockets and [`kick`]s.
 pub fn before_park() {
-    park_spin();
+    if let Some(end) = park_spin() {
+        let slot = match end {
+            SpinEnd::Readable => 0,
+            SpinEnd::Kicked => 1,
+            SpinEnd::TimedOut => 2,
+        };
+        ENDS[slot].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How this process's spins before parking have ended so far: whether the spin pays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpinStats {
+    /// Spins ended by a datagram on a watched socket: a sleep and a wake-up saved.
+    pub readable: u64,
+    /// Spins ended by a [`kick`] (an fsync finished): a sleep and a wake-up saved.
+    pub kicked: u64,
+    /// Spins that found nothing: the thread slept after spinning in vain.
+    pub timed_out: u64,
+}
+
+/// The counts of [`SpinStats`] (all zero while no spin is [`set`] or no runtime parks
+/// through [`before_park`]).
+pub fn stats() -> SpinStats {
+    let get = |i: usize| ENDS[i].load(Ordering::Relaxed);
+    SpinStats {
+        readable: get(0),
+        kicked: get(1),
+        timed_out: get(2),
+    }
 }
 
 /// What [`before_park`] does; `None` when no spin is [`set`].
@@ -186,8 +217,21 @@ mod tests {
         set(LONG);
         tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
         assert_eq!(park_spin(), Some(SpinEnd::Readable));
+        // The datagram is still unread: the hook's own spin ends the same way, counted.
+        let before = stats();
+        before_park();
+        let after = stats();
+        assert_eq!(
+            after,
+            SpinStats {
+                readable: before.readable + 1,
+                ..before
+            }
+        );
         set(Duration::ZERO);
         assert_eq!(park_spin(), None, "a spin set to zero is off");
+        before_park();
+        assert_eq!(stats(), after, "a park without a spin counts nothing");
     }
 
     #[test]

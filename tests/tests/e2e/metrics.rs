@@ -93,3 +93,52 @@ async fn prometheus_endpoint_reports_requests_and_peers() -> anyhow::Result<()> 
     assert!(fsync.p50_us <= fsync.max_us, "{fsync:?}");
     Ok(())
 }
+
+/// A node binary installs the spin-before-sleep hook its config asks for, and its
+/// counters say how the spins ended: n1 spins (the default `idle_spin_us`), n2 is set to
+/// 0 and never spins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_spins_before_sleeping_only_as_its_config_says_and_counts_the_spins(
+) -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 2,
+        replicas: 2,
+        tweak: Arc::new(|c| {
+            if c.id == "n2" {
+                c.idle_spin_us = 0;
+            }
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let client = cluster.client_only(0).await?;
+    for i in 0..20 {
+        client
+            .put(
+                format!("spin{i}").as_bytes(),
+                b"v".to_vec(),
+                WriteOptions::default(),
+            )
+            .await?;
+    }
+    // Each put's replica write and its answer arrive at n1 while it waits for them.
+    eventually(
+        Duration::from_secs(20),
+        "n1's spins find datagrams",
+        || async {
+            let readable = cluster.counter_sum([0], "idle_spins_readable").await.ok()?;
+            (readable > 0).then_some(())
+        },
+    )
+    .await?;
+    let n2 = cluster.counters(1).await?;
+    for name in [
+        "idle_spins_readable",
+        "idle_spins_kicked",
+        "idle_spins_timed_out",
+    ] {
+        assert_eq!(n2.get(name), Some(&0), "n2 must not spin: {name} in {n2:?}");
+    }
+    client.close().await;
+    Ok(())
+}
