@@ -261,7 +261,11 @@ pub fn run_binary(
     runtime: RuntimeOptions,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> std::process::ExitCode {
-    let RuntimeOptions { threads, idle_spin } = runtime;
+    let RuntimeOptions {
+        threads,
+        idle_spin,
+        idle_spin_light,
+    } = runtime;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -278,8 +282,9 @@ pub fn run_binary(
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     builder.enable_all();
-    if !idle_spin.is_zero() {
+    if !idle_spin.is_zero() || !idle_spin_light.is_zero() {
         dynakv_common::net::idle_spin::set(idle_spin);
+        dynakv_common::net::idle_spin::set_light(idle_spin_light);
         builder.on_thread_park(dynakv_common::net::idle_spin::before_park);
     }
     if let Some(n) = threads.filter(|&n| n > 1) {
@@ -309,6 +314,9 @@ pub struct RuntimeOptions {
     /// How long a runtime thread polls for work before it sleeps (see
     /// [`dynakv_common::net::idle_spin`]); zero: it sleeps at once.
     pub idle_spin: std::time::Duration,
+    /// How long instead while the process serves at most one request (see
+    /// [`dynakv_common::net::idle_spin::set_light`]); zero: `idle_spin`.
+    pub idle_spin_light: std::time::Duration,
 }
 
 /// Prints `error: ...` to stderr if it can (unlike `eprintln!`, never panics: the exit

@@ -229,6 +229,9 @@ pub fn main() -> std::process::ExitCode {
                     idle_spin: std::time::Duration::from_micros(
                         c.idle_spin_us.min(crate::config::MAX_IDLE_SPIN_US),
                     ),
+                    idle_spin_light: std::time::Duration::from_micros(
+                        c.idle_spin_light_us.min(crate::config::MAX_IDLE_SPIN_US),
+                    ),
                 },
                 // The error is reported by run_node, like any other.
                 Err(_) => dynakv_client::cli::RuntimeOptions::default(),

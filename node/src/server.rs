@@ -179,6 +179,7 @@ async fn serve_stream(
             return;
         }
     };
+    let _busy = dynakv_common::net::idle_spin::busy();
     let mut fate = Incoming::Serve;
     if node.faults.is_active() && role == Role::Node {
         fate = node.faults.incoming(member.as_ref());

@@ -27,6 +27,11 @@ static WATCHED: AtomicUsize = AtomicUsize::new(0);
 static KICKS: AtomicU64 = AtomicU64::new(0);
 /// How long [`before_park`] spins, ns (0: not at all).
 static SPIN_NANOS: AtomicU64 = AtomicU64::new(0);
+/// How long it spins instead while at most one [`busy`] guard is held (0: no
+/// different from [`SPIN_NANOS`]).
+static LIGHT_SPIN_NANOS: AtomicU64 = AtomicU64::new(0);
+/// [`Busy`] guards held: requests the process is serving.
+static BUSY: AtomicUsize = AtomicUsize::new(0);
 /// How the spins of [`before_park`] ended, by [`SpinEnd`] (see [`stats`]).
 static ENDS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
@@ -36,6 +41,35 @@ pub fn set(spin: Duration) {
         u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX),
         Ordering::Relaxed,
     );
+}
+
+/// Sets how long [`before_park`] spins while the process serves at most one request
+/// (holds at most one [`busy`] guard); zero: as long as under load ([`set`]).
+///
+/// A request that arrives alone is a lone client's (whose next one follows its answer
+/// within a few hundred µs) or a replica's, whose coordinator then waits for it; under
+/// load, spins that long take CPU the other threads want (docs/benchmarks.md).
+pub fn set_light(spin: Duration) {
+    LIGHT_SPIN_NANOS.store(
+        u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
+/// Counts a request being served until dropped (see [`set_light`]).
+#[must_use = "the request counts as served only while the guard is held"]
+pub struct Busy(());
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request is being served until the returned guard is dropped.
+pub fn busy() -> Busy {
+    BUSY.fetch_add(1, Ordering::Relaxed);
+    Busy(())
 }
 
 /// Watch `fd` for readability while spinning. It should stay open for the life of the
@@ -90,7 +124,12 @@ pub fn stats() -> SpinStats {
 
 /// What [`before_park`] does; `None` when no spin is [`set`].
 fn park_spin() -> Option<SpinEnd> {
-    let nanos = SPIN_NANOS.load(Ordering::Relaxed);
+    let light = LIGHT_SPIN_NANOS.load(Ordering::Relaxed);
+    let nanos = if light > 0 && BUSY.load(Ordering::Relaxed) <= 1 {
+        light
+    } else {
+        SPIN_NANOS.load(Ordering::Relaxed)
+    };
     if nanos == 0 {
         return None;
     }
@@ -232,6 +271,28 @@ mod tests {
         assert_eq!(park_spin(), None, "a spin set to zero is off");
         before_park();
         assert_eq!(stats(), after, "a park without a spin counts nothing");
+        // The light-load spin applies while at most one request is being served.
+        set_light(LONG);
+        let first = busy();
+        assert_eq!(
+            park_spin(),
+            Some(SpinEnd::Readable),
+            "one request: light load"
+        );
+        let second = busy();
+        assert_eq!(
+            park_spin(),
+            None,
+            "two requests: the (zero) spin under load"
+        );
+        drop((first, second));
+        assert_eq!(
+            park_spin(),
+            Some(SpinEnd::Readable),
+            "none left: light load"
+        );
+        set_light(Duration::ZERO);
+        assert_eq!(park_spin(), None);
     }
 
     #[test]

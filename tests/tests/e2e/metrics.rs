@@ -95,7 +95,7 @@ async fn prometheus_endpoint_reports_requests_and_peers() -> anyhow::Result<()> 
 }
 
 /// A node binary installs the spin-before-sleep hook its config asks for, and its
-/// counters say how the spins ended: n1 spins (the default `idle_spin_us`), n2 is set to
+/// counters say how the spins ended: n1 spins (the defaults), n2 has both spins set to
 /// 0 and never spins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_spins_before_sleeping_only_as_its_config_says_and_counts_the_spins(
@@ -106,6 +106,7 @@ async fn a_node_spins_before_sleeping_only_as_its_config_says_and_counts_the_spi
         tweak: Arc::new(|c| {
             if c.id == "n2" {
                 c.idle_spin_us = 0;
+                c.idle_spin_light_us = 0;
             }
         }),
         ..Default::default()
