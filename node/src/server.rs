@@ -179,7 +179,12 @@ async fn serve_stream(
             return;
         }
     };
-    let _busy = dynakv_common::net::idle_spin::busy();
+    // Every request of a batch counts: a batch is load, not one lone request.
+    let served = match &read {
+        Ok(Some(Request::Batch(items))) => items.len(),
+        _ => 1,
+    };
+    let _busy = dynakv_common::net::idle_spin::busy(served);
     let mut fate = Incoming::Serve;
     if node.faults.is_active() && role == Role::Node {
         fate = node.faults.incoming(member.as_ref());

@@ -56,20 +56,21 @@ pub fn set_light(spin: Duration) {
     );
 }
 
-/// Counts a request being served until dropped (see [`set_light`]).
-#[must_use = "the request counts as served only while the guard is held"]
-pub struct Busy(());
+/// Counts requests being served until dropped (see [`set_light`]).
+#[must_use = "the requests count as served only while the guard is held"]
+pub struct Busy(usize);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        BUSY.fetch_sub(1, Ordering::Relaxed);
+        BUSY.fetch_sub(self.0, Ordering::Relaxed);
     }
 }
 
-/// A request is being served until the returned guard is dropped.
-pub fn busy() -> Busy {
-    BUSY.fetch_add(1, Ordering::Relaxed);
-    Busy(())
+/// `requests` (a batch's items, or one) are being served until the returned guard is
+/// dropped.
+pub fn busy(requests: usize) -> Busy {
+    BUSY.fetch_add(requests, Ordering::Relaxed);
+    Busy(requests)
 }
 
 /// Watch `fd` for readability while spinning. It should stay open for the life of the
@@ -273,13 +274,13 @@ mod tests {
         assert_eq!(stats(), after, "a park without a spin counts nothing");
         // The light-load spin applies while at most one request is being served.
         set_light(LONG);
-        let first = busy();
+        let first = busy(1);
         assert_eq!(
             park_spin(),
             Some(SpinEnd::Readable),
             "one request: light load"
         );
-        let second = busy();
+        let second = busy(1);
         assert_eq!(
             park_spin(),
             None,
@@ -291,6 +292,10 @@ mod tests {
             Some(SpinEnd::Readable),
             "none left: light load"
         );
+        let batch = busy(2);
+        assert_eq!(park_spin(), None, "a batch of two is load");
+        drop(batch);
+        assert_eq!(park_spin(), Some(SpinEnd::Readable));
         set_light(Duration::ZERO);
         assert_eq!(park_spin(), None);
     }
