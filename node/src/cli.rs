@@ -221,17 +221,15 @@ pub fn main() -> std::process::ExitCode {
             // Read once, before the runtime: a node runs on as many runtime threads as
             // its config says, spinning as long as it says before they sleep.
             let config = (*args).into_config();
+            // The node refuses a spin past the maximum with a sentence at start; until
+            // it does, the clamp keeps the runtime from spinning longer.
+            let spin =
+                |us: u64| std::time::Duration::from_micros(us.min(crate::config::MAX_IDLE_SPIN_US));
             let runtime = match &config {
                 Ok(c) => dynakv_client::cli::RuntimeOptions {
                     threads: Some(c.worker_threads),
-                    // The node refuses a config past the maximum with a sentence at
-                    // start; until it does, the clamp keeps the runtime from spinning longer.
-                    idle_spin: std::time::Duration::from_micros(
-                        c.idle_spin_us.min(crate::config::MAX_IDLE_SPIN_US),
-                    ),
-                    idle_spin_light: std::time::Duration::from_micros(
-                        c.idle_spin_light_us.min(crate::config::MAX_IDLE_SPIN_US),
-                    ),
+                    idle_spin: spin(c.idle_spin_us),
+                    idle_spin_light: spin(c.idle_spin_light_us),
                 },
                 // The error is reported by run_node, like any other.
                 Err(_) => dynakv_client::cli::RuntimeOptions::default(),
@@ -264,6 +262,8 @@ async fn run_node(config: anyhow::Result<NodeConfig>) -> anyhow::Result<()> {
 
 async fn run(command: Cmd) -> anyhow::Result<()> {
     match command {
+        // main() runs nodes itself (it reads the config before the runtime); this arm
+        // keeps run() whole for any other caller.
         Cmd::Run(args) => run_node((*args).into_config()).await,
         Cmd::Dev {
             dir,

@@ -343,17 +343,15 @@ impl NodeConfig {
                 self.worker_threads
             )));
         }
-        if self.idle_spin_light_us > MAX_IDLE_SPIN_US {
-            return Err(ConfigError(format!(
-                "idle_spin_light_us is {} but must be at most {MAX_IDLE_SPIN_US}",
-                self.idle_spin_light_us
-            )));
-        }
-        if self.idle_spin_us > MAX_IDLE_SPIN_US {
-            return Err(ConfigError(format!(
-                "idle_spin_us is {} but must be at most {MAX_IDLE_SPIN_US}",
-                self.idle_spin_us
-            )));
+        for (name, us) in [
+            ("idle_spin_us", self.idle_spin_us),
+            ("idle_spin_light_us", self.idle_spin_light_us),
+        ] {
+            if us > MAX_IDLE_SPIN_US {
+                return Err(ConfigError(format!(
+                    "{name} is {us} but must be at most {MAX_IDLE_SPIN_US}"
+                )));
+            }
         }
         if !matches!(self.durability.as_str(), "fsync" | "relaxed") {
             return Err(ConfigError(format!(
@@ -500,23 +498,19 @@ mod tests {
         let mut c = base();
         c.id = "Bad Id".into();
         assert!(c.validate().is_err());
-        let mut c = base();
-        c.idle_spin_us = MAX_IDLE_SPIN_US + 1;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("idle_spin_us is 1001"));
-        c.idle_spin_us = 0;
-        c.validate().unwrap();
-        c.idle_spin_light_us = MAX_IDLE_SPIN_US + 1;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("idle_spin_light_us is 1001"));
-        c.idle_spin_light_us = 0;
-        c.validate().unwrap();
+        type Field = fn(&mut NodeConfig) -> &mut u64;
+        let spins: [(&str, Field); 2] = [
+            ("idle_spin_us", |c| &mut c.idle_spin_us),
+            ("idle_spin_light_us", |c| &mut c.idle_spin_light_us),
+        ];
+        for (name, field) in spins {
+            let mut c = base();
+            *field(&mut c) = MAX_IDLE_SPIN_US + 1;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("{name} is 1001")), "{err}");
+            *field(&mut c) = 0;
+            c.validate().unwrap();
+        }
     }
 
     #[test]

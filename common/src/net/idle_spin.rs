@@ -37,7 +37,11 @@ static ENDS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
 /// Sets how long [`before_park`] spins (zero: it returns at once).
 pub fn set(spin: Duration) {
-    SPIN_NANOS.store(
+    store_nanos(&SPIN_NANOS, spin);
+}
+
+fn store_nanos(slot: &AtomicU64, spin: Duration) {
+    slot.store(
         u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX),
         Ordering::Relaxed,
     );
@@ -50,10 +54,7 @@ pub fn set(spin: Duration) {
 /// within a few hundred µs) or a replica's, whose coordinator then waits for it; under
 /// load, spins that long take CPU the other threads want (docs/benchmarks.md).
 pub fn set_light(spin: Duration) {
-    LIGHT_SPIN_NANOS.store(
-        u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
+    store_nanos(&LIGHT_SPIN_NANOS, spin);
 }
 
 /// Counts requests being served until dropped (see [`set_light`]).

@@ -96,18 +96,21 @@ async fn prometheus_endpoint_reports_requests_and_peers() -> anyhow::Result<()> 
 
 /// A node binary installs the spin-before-sleep hook its config asks for, and its
 /// counters say how the spins ended: n1 spins (the defaults), n2 has both spins set to
-/// 0 and never spins.
+/// 0 and never spins, n3 spins only at light load (`idle_spin_us = 0`), which an idle
+/// cluster's heartbeats are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_spins_before_sleeping_only_as_its_config_says_and_counts_the_spins(
 ) -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions {
-        nodes: 2,
-        replicas: 2,
-        tweak: Arc::new(|c| {
-            if c.id == "n2" {
+        nodes: 3,
+        replicas: 3,
+        tweak: Arc::new(|c| match c.id.as_str() {
+            "n2" => {
                 c.idle_spin_us = 0;
                 c.idle_spin_light_us = 0;
             }
+            "n3" => c.idle_spin_us = 0,
+            _ => {}
         }),
         ..Default::default()
     })
@@ -129,6 +132,20 @@ async fn a_node_spins_before_sleeping_only_as_its_config_says_and_counts_the_spi
         || async {
             let readable = cluster.counter_sum([0], "idle_spins_readable").await.ok()?;
             (readable > 0).then_some(())
+        },
+    )
+    .await?;
+    // n3 serves the puts' replica writes and heartbeats, one at a time.
+    eventually(
+        Duration::from_secs(20),
+        "n3 spins at light load",
+        || async {
+            let counters = cluster.counters(2).await.ok()?;
+            let spins: u64 = ["readable", "kicked", "timed_out"]
+                .iter()
+                .filter_map(|end| counters.get(&format!("idle_spins_{end}")))
+                .sum();
+            (spins > 0).then_some(())
         },
     )
     .await?;
